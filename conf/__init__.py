@@ -1,0 +1,1 @@
+"""Configuration model, logging set-up, and the example configuration file."""

@@ -1,0 +1,212 @@
+"""Settings: defaults, then the TOML file, then ``HEADWATER_…`` environment variables, then flags.
+
+Every setting has a dotted name (``ingest.max_box_size``) used in all three places: TOML section
+``[ingest]`` key ``max_box_size``, environment ``HEADWATER_INGEST_MAX_BOX_SIZE``, and the generic flag
+``--set ingest.max_box_size=32MiB``. Top-level settings (``root``, ``http``, ``rtmp``) have their own
+flags and ``HEADWATER_ROOT`` style variables. ``[points]`` holds the defaults of new publishing
+points, with the server manifest's option names.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from storage.errors import InvalidOption
+from storage.server_manifest import OPTION_PARSERS, PointOptions
+
+
+class SettingsError(ValueError):
+    """A setting with an unknown name or an unusable value, naming the setting and where it came from."""
+
+
+_SIZE = re.compile(r"(\d+)\s*([KMG]i?B?|B)?", re.IGNORECASE)
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "ki": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "mi": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "gi": 1024**3,
+}
+
+
+def parse_size(text: str) -> int:
+    """``65536``, ``64KiB``, ``16MiB``, ``1GB`` → bytes."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match or (match.group(2) or "").lower() not in _UNITS:
+        raise ValueError(f"expected a size such as 65536, 64KiB or 16MiB, got {text!r}")
+    return int(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    auto_create: bool = True  # create publishing points on first ingest
+    max_box_size: int = 64 * 1024**2  # largest box accepted from an encoder
+    max_body_size: int = 0  # largest request body; 0 = no limit (a live POST runs for hours)
+    read_timeout: float = 30.0  # seconds without a byte before an ingest request is ended
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    fsync: bool = True  # fsync every object before acknowledging it
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str = "info"
+    format: str = "json"  # json | text
+
+
+@dataclass(frozen=True)
+class Settings:
+    root: str = "./content"
+    http: str = "0.0.0.0:8080"
+    rtmp: str = "0.0.0.0:1935"
+    shutdown_timeout: float = 10.0  # seconds SIGTERM waits for requests and writes in flight
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    points: PointOptions = field(default_factory=PointOptions)
+
+    @property
+    def http_address(self) -> tuple[str, int]:
+        return parse_address(self.http)
+
+
+_SECTIONS = {"ingest": IngestSettings, "storage": StorageSettings, "log": LogSettings}
+_TOP = ("root", "http", "rtmp", "shutdown_timeout")
+_CHOICES = {"log.format": ("json", "text"), "log.level": ("debug", "info", "warning", "error")}
+
+
+def setting_names() -> list[str]:
+    names = list(_TOP)
+    for section, cls in _SECTIONS.items():
+        names += [f"{section}.{f.name}" for f in fields(cls)]
+    names += [f"points.{name}" for name in OPTION_PARSERS]
+    return names
+
+
+def _coerce(name: str, default: Any, value: Any) -> Any:
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("true", "1", "yes", "on"):
+            return True
+        if text in ("false", "0", "no", "off"):
+            return False
+        raise ValueError(f"expected true or false, got {value!r}")
+    if isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            result = value
+        else:
+            result = parse_size(str(value)) if name.endswith("_size") else int(str(value))
+        if result < 0:
+            raise ValueError(f"must not be negative, got {value!r}")
+        return result
+    if isinstance(default, float):
+        result_f = float(value)
+        if result_f <= 0:
+            raise ValueError(f"must be positive, got {value!r}")
+        return result_f
+    text = str(value)
+    if name in _CHOICES and text not in _CHOICES[name]:
+        raise ValueError(f"expected one of {', '.join(_CHOICES[name])}, got {text!r}")
+    if name in ("http", "rtmp"):
+        parse_address(text)
+    return text
+
+
+def apply(settings: Settings, values: Mapping[str, Any], source: str) -> Settings:
+    """``settings`` with dotted-name ``values`` applied; errors name the setting and the source."""
+    top: dict[str, Any] = {}
+    sections: dict[str, dict[str, Any]] = {}
+    point_values: dict[str, str] = {}
+    for name, value in values.items():
+        section, _, key = name.rpartition(".")
+        try:
+            if section == "points":
+                point_values[key] = str(value).lower() if isinstance(value, bool) else str(value)
+            elif not section and name in _TOP:
+                top[name] = _coerce(name, getattr(settings, name), value)
+            elif section in _SECTIONS and key in {f.name for f in fields(_SECTIONS[section])}:
+                current = getattr(settings, section)
+                sections.setdefault(section, {})[key] = _coerce(name, getattr(current, key), value)
+            else:
+                raise SettingsError(
+                    f"unknown setting {name!r} in {source}; known: {', '.join(setting_names())}"
+                )
+        except (ValueError, TypeError) as exc:
+            if isinstance(exc, SettingsError):
+                raise
+            raise SettingsError(f"setting {name!r} in {source}: {exc}") from None
+    try:
+        points = settings.points.with_values(point_values)
+    except InvalidOption as exc:
+        raise SettingsError(f"setting points.{exc.option} in {source}: {exc}") from None
+    updates = {s: replace(getattr(settings, s), **v) for s, v in sections.items()}
+    return replace(settings, **top, **updates, points=points)
+
+
+def _flatten(data: Mapping[str, Any], source: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            if key not in (*_SECTIONS, "points"):
+                raise SettingsError(f"unknown section [{key}] in {source}")
+            for sub, sub_value in value.items():
+                out[f"{key}.{sub}"] = sub_value
+        else:
+            out[key] = value
+    return out
+
+
+def env_values(environ: Mapping[str, str]) -> dict[str, str]:
+    """Settings from ``HEADWATER_<SECTION>_<KEY>`` variables (``HEADWATER_ROOT`` for top-level ones)."""
+    by_env = {"HEADWATER_" + name.replace(".", "_").upper(): name for name in setting_names()}
+    out = {}
+    for var, value in environ.items():
+        if var in by_env:
+            out[by_env[var]] = value
+        elif var.startswith("HEADWATER_") and var not in ("HEADWATER_CONFIG",):
+            raise SettingsError(f"unknown environment variable {var}; known: {', '.join(sorted(by_env))}")
+    return out
+
+
+def load_settings(
+    config: str | Path | None, environ: Mapping[str, str], flags: Mapping[str, Any]
+) -> Settings:
+    """Defaults < TOML file (``config`` or ``$HEADWATER_CONFIG``) < environment < flags."""
+    settings = Settings()
+    path = config or environ.get("HEADWATER_CONFIG")
+    if path:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except OSError as exc:
+            raise SettingsError(f"cannot read configuration file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"configuration file {path} is not valid TOML: {exc}") from None
+        settings = apply(settings, _flatten(data, str(path)), str(path))
+    settings = apply(settings, env_values(environ), "the environment")
+    return apply(settings, flags, "the command line")

@@ -1,0 +1,1 @@
+"""Receivers: fragmented-MP4 HTTP ingest (Smooth and CMAF), publishing-point lifecycle."""

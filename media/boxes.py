@@ -1,0 +1,1468 @@
+"""ISO-BMFF box classes (ISO/IEC 14496-12, 14496-15, 14496-14, 23000-19, MS-SSTR, Azure fMP4 ingest).
+
+Every class parses its payload from a :class:`~media.bmff.Cursor` and writes it back with
+``payload()``; ``bytes(box)`` gives the whole box. Boxes Headwater does not interpret are kept as
+:class:`RawBox` so that they survive a round trip unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import ClassVar, TypeVar
+
+from media.bmff import UUID, Cursor, full_header, parse_header, write_header
+from media.errors import BoxError
+
+B = TypeVar("B", bound="Box")
+
+_REGISTRY: dict[bytes, type[Box]] = {}
+_UUID_REGISTRY: dict[bytes, type[Box]] = {}
+
+
+def register(cls: type[B]) -> type[B]:
+    if cls.USERTYPE is not None:
+        _UUID_REGISTRY[cls.USERTYPE] = cls
+    else:
+        _REGISTRY[cls.TYPE] = cls
+    return cls
+
+
+class Box:
+    """Base of all boxes. Subclasses set ``TYPE`` (and ``USERTYPE`` for ``uuid`` boxes)."""
+
+    TYPE: ClassVar[bytes] = b"    "
+    USERTYPE: ClassVar[bytes | None] = None
+
+    @property
+    def box_type(self) -> bytes:
+        return self.TYPE
+
+    @property
+    def usertype(self) -> bytes | None:
+        return self.USERTYPE
+
+    @property
+    def name(self) -> str:
+        if self.usertype is not None:
+            return UUID_NAMES.get(self.usertype, "uuid:" + str(uuid.UUID(bytes=self.usertype)))
+        return self.box_type.decode("latin-1")
+
+    @classmethod
+    def parse(cls: type[B], cur: Cursor) -> B:
+        raise NotImplementedError
+
+    def payload(self) -> bytes:
+        raise NotImplementedError
+
+    def __bytes__(self) -> bytes:
+        body = self.payload()
+        return write_header(self.box_type, len(body), self.usertype) + body
+
+    def subboxes(self) -> list[Box]:
+        """The boxes this one contains (containers, list boxes and sample entries keep ``children``)."""
+        kids = getattr(self, "children", None)
+        return kids if isinstance(kids, list) else []
+
+    def describe(self) -> str:
+        """One line of the box's fields for :func:`dump` (children are dumped separately)."""
+        parts = []
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            if f.name in ("children", "samples", "entries_raw"):
+                continue
+            parts.append(f"{f.name}={_show(getattr(self, f.name))}")
+        return " ".join(parts)
+
+    # -- navigation -------------------------------------------------------------------------
+
+    def first(self, cls: type[B]) -> B | None:
+        for child in self.subboxes():
+            if isinstance(child, cls):
+                return child
+        return None
+
+    def need(self, cls: type[B], where: str = "") -> B:
+        """The first child of ``cls``; a :class:`BoxError` naming the missing box otherwise."""
+        found = self.first(cls)
+        if found is None:
+            path = f"{where}/{self.name}" if where else self.name
+            raise BoxError(f"missing {cls.TYPE.decode('latin-1')} box", path=path)
+        return found
+
+    def all(self, cls: type[B]) -> list[B]:
+        return [c for c in self.subboxes() if isinstance(c, cls)]
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bytes):
+        if len(value) <= 4 and all(32 <= b < 127 for b in value):
+            return value.decode("ascii")
+        if len(value) <= 24:
+            return value.hex()
+        return f"<{len(value)} bytes {value[:12].hex()}…>"
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 60 else repr(value[:57] + "...")
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_show(v) for v in value) + "]"
+    return str(value)
+
+
+def parse_box(data: bytes, pos: int = 0, *, path: str = "", base: int = 0) -> tuple[Box, int]:
+    """Parse the box at ``data[pos:]``; returns it and the position just past it.
+
+    ``base`` is the absolute offset of ``data[0]`` in the stream, so errors carry real offsets.
+    """
+    header = parse_header(data, pos, path=path, base=base)
+    if header is None or pos + header.size > len(data):
+        have = len(data) - pos
+        raise BoxError(
+            f"box header or body truncated ({have} bytes left in parent)", path=path or "/", offset=base + pos
+        )
+    name = header.type.decode("latin-1")
+    if header.usertype is not None:
+        cls = _UUID_REGISTRY.get(header.usertype)
+        if cls is not None:
+            name = UUID_NAMES[header.usertype]
+    else:
+        cls = _REGISTRY.get(header.type)
+        if header.type in _ENTRY_PARSERS:
+            cls = Box
+    where = f"{path}/{name}" if path else name
+    start = pos + header.header_size
+    end = pos + header.size
+    body = data[start:end]
+    if cls is None:
+        return RawBox(header.type, body, header.usertype), end
+    cur = Cursor(body, path=where, base=base + start)
+    box = _ENTRY_PARSERS[header.type](cur) if header.type in _ENTRY_PARSERS else cls.parse(cur)
+    cur.expect_end()
+    return box, end
+
+
+def parse_boxes(data: bytes, *, path: str = "", base: int = 0) -> list[Box]:
+    out: list[Box] = []
+    pos = 0
+    while pos < len(data):
+        box, pos = parse_box(data, pos, path=path, base=base)
+        out.append(box)
+    return out
+
+
+def _children_of(cur: Cursor) -> list[Box]:
+    start = cur.offset
+    return parse_boxes(cur.rest(), path=cur.path, base=start)
+
+
+def _write_children(children: list[Box]) -> bytes:
+    return b"".join(bytes(c) for c in children)
+
+
+def dump(boxes: list[Box], indent: int = 0) -> Iterator[str]:
+    """A readable tree, one box per line with its fields, used by ``headwater inspect`` and goldens."""
+    for box in boxes:
+        size = len(bytes(box))
+        line = f"{'  ' * indent}{box.name} [{size}]"
+        details = box.describe()
+        yield f"{line} {details}".rstrip()
+        if isinstance(box, TrackRun):
+            for i, s in enumerate(box.samples):
+                yield f"{'  ' * (indent + 1)}#{i} {s.describe()}"
+        yield from dump(box.subboxes(), indent + 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generic boxes
+
+
+@dataclass
+class RawBox(Box):
+    """A box kept as bytes: unknown types, and tables Headwater writes but never reads."""
+
+    type: bytes
+    data: bytes = b""
+    raw_usertype: bytes | None = None
+
+    @property
+    def box_type(self) -> bytes:
+        return self.type
+
+    @property
+    def usertype(self) -> bytes | None:
+        return self.raw_usertype
+
+    def payload(self) -> bytes:
+        return self.data
+
+    def describe(self) -> str:
+        return f"({len(self.data)} bytes)"
+
+
+@dataclass
+class ContainerBox(Box):
+    """A box that holds only other boxes (§4.2: moov, trak, moof, traf, …)."""
+
+    children: list[Box] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls: type[B], cur: Cursor) -> B:
+        return cls(children=_children_of(cur))  # type: ignore[call-arg]
+
+    def payload(self) -> bytes:
+        return _write_children(self.children)
+
+    def describe(self) -> str:
+        return ""
+
+
+@register
+@dataclass
+class MovieBox(ContainerBox):
+    TYPE = b"moov"
+
+
+@register
+@dataclass
+class TrackBox(ContainerBox):
+    TYPE = b"trak"
+
+
+@register
+@dataclass
+class MediaBox(ContainerBox):
+    TYPE = b"mdia"
+
+
+@register
+@dataclass
+class MediaInformationBox(ContainerBox):
+    TYPE = b"minf"
+
+
+@register
+@dataclass
+class SampleTableBox(ContainerBox):
+    TYPE = b"stbl"
+
+
+@register
+@dataclass
+class MovieExtendsBox(ContainerBox):
+    TYPE = b"mvex"
+
+
+@register
+@dataclass
+class MovieFragmentBox(ContainerBox):
+    TYPE = b"moof"
+
+
+@register
+@dataclass
+class TrackFragmentBox(ContainerBox):
+    TYPE = b"traf"
+
+
+@register
+@dataclass
+class DataInformationBox(ContainerBox):
+    TYPE = b"dinf"
+
+
+@register
+@dataclass
+class MovieFragmentRandomAccessBox(ContainerBox):
+    TYPE = b"mfra"
+
+
+@register
+@dataclass
+class EditBox(ContainerBox):
+    TYPE = b"edts"
+
+
+@register
+@dataclass
+class ProtectionSchemeInfoBox(ContainerBox):
+    TYPE = b"sinf"
+
+
+@register
+@dataclass
+class SchemeInformationBox(ContainerBox):
+    TYPE = b"schi"
+
+
+@register
+@dataclass
+class MediaDataBox(Box):
+    """mdat (§8.1.1)."""
+
+    TYPE = b"mdat"
+    data: bytes = b""
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> MediaDataBox:
+        return cls(cur.rest())
+
+    def payload(self) -> bytes:
+        return self.data
+
+    def describe(self) -> str:
+        return f"({len(self.data)} bytes)"
+
+
+@register
+@dataclass
+class FileTypeBox(Box):
+    """ftyp (§4.3)."""
+
+    TYPE = b"ftyp"
+    major_brand: bytes = b"iso6"
+    minor_version: int = 0
+    compatible_brands: list[bytes] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls: type[B], cur: Cursor) -> B:
+        major = cur.take(4, "major_brand")
+        minor = cur.u32()
+        if cur.remaining % 4:
+            raise cur.error("compatible_brands is not a whole number of 4-byte brands")
+        brands = [cur.take(4) for _ in range(cur.remaining // 4)]
+        return cls(major, minor, brands)  # type: ignore[call-arg]
+
+    def payload(self) -> bytes:
+        return self.major_brand + self.minor_version.to_bytes(4, "big") + b"".join(self.compatible_brands)
+
+    def has_brand(self, brand: bytes) -> bool:
+        return self.major_brand == brand or brand in self.compatible_brands
+
+
+@register
+@dataclass
+class SegmentTypeBox(FileTypeBox):
+    """styp (§8.16.2); the ``lmsg`` brand marks the last segment of a track (CMAF §7.3.3)."""
+
+    TYPE = b"styp"
+
+
+# ---------------------------------------------------------------------------------------------
+# Movie header boxes
+
+_MATRIX = (0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+
+
+def _times(cur: Cursor, version: int) -> tuple[int, int]:
+    size = 8 if version == 1 else 4
+    return cur.uint(size), cur.uint(size)
+
+
+def _write_times(version: int, *values: int) -> bytes:
+    size = 8 if version == 1 else 4
+    return b"".join(v.to_bytes(size, "big") for v in values)
+
+
+def _version_for(*values: int) -> int:
+    return 1 if any(v > 0xFFFFFFFF for v in values) else 0
+
+
+@register
+@dataclass
+class MovieHeaderBox(Box):
+    """mvhd (§8.2.2)."""
+
+    TYPE = b"mvhd"
+    timescale: int = 1000
+    duration: int = 0
+    next_track_id: int = 2
+    version: int = 0
+    creation_time: int = 0
+    modification_time: int = 0
+    rate: int = 0x10000
+    volume: int = 0x100
+    matrix: tuple[int, ...] = _MATRIX
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> MovieHeaderBox:
+        version, _ = cur.full_header()
+        created, modified = _times(cur, version)
+        timescale = cur.u32()
+        duration = cur.uint(8 if version == 1 else 4)
+        rate, volume = cur.u32(), cur.u16()
+        cur.take(10, "reserved")
+        matrix = tuple(cur.u32() for _ in range(9))
+        cur.take(24, "pre_defined")
+        next_id = cur.u32()
+        return cls(timescale, duration, next_id, version, created, modified, rate, volume, matrix)
+
+    def payload(self) -> bytes:
+        v = self.version
+        return (
+            full_header(v, 0)
+            + _write_times(v, self.creation_time, self.modification_time)
+            + self.timescale.to_bytes(4, "big")
+            + _write_times(v, self.duration)
+            + self.rate.to_bytes(4, "big")
+            + self.volume.to_bytes(2, "big")
+            + bytes(10)
+            + b"".join(m.to_bytes(4, "big") for m in self.matrix)
+            + bytes(24)
+            + self.next_track_id.to_bytes(4, "big")
+        )
+
+
+@register
+@dataclass
+class TrackHeaderBox(Box):
+    """tkhd (§8.3.2); width and height are 16.16 fixed point in the box, integers here."""
+
+    TYPE = b"tkhd"
+    track_id: int = 1
+    duration: int = 0
+    width: int = 0
+    height: int = 0
+    version: int = 0
+    flags: int = 3  # enabled | in_movie
+    creation_time: int = 0
+    modification_time: int = 0
+    layer: int = 0
+    alternate_group: int = 0
+    volume: int = 0
+    matrix: tuple[int, ...] = _MATRIX
+    width_fraction: int = 0
+    height_fraction: int = 0
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> TrackHeaderBox:
+        version, flags = cur.full_header()
+        created, modified = _times(cur, version)
+        track_id = cur.u32()
+        cur.take(4, "reserved")
+        duration = cur.uint(8 if version == 1 else 4)
+        cur.take(8, "reserved")
+        layer, group, volume = cur.u16(), cur.u16(), cur.u16()
+        cur.take(2, "reserved")
+        matrix = tuple(cur.u32() for _ in range(9))
+        width, height = cur.u32(), cur.u32()
+        return cls(
+            track_id,
+            duration,
+            width >> 16,
+            height >> 16,
+            version,
+            flags,
+            created,
+            modified,
+            layer,
+            group,
+            volume,
+            matrix,
+            width & 0xFFFF,
+            height & 0xFFFF,
+        )
+
+    def payload(self) -> bytes:
+        v = self.version
+        return (
+            full_header(v, self.flags)
+            + _write_times(v, self.creation_time, self.modification_time)
+            + self.track_id.to_bytes(4, "big")
+            + bytes(4)
+            + _write_times(v, self.duration)
+            + bytes(8)
+            + self.layer.to_bytes(2, "big")
+            + self.alternate_group.to_bytes(2, "big")
+            + self.volume.to_bytes(2, "big")
+            + bytes(2)
+            + b"".join(m.to_bytes(4, "big") for m in self.matrix)
+            + ((self.width << 16) | self.width_fraction).to_bytes(4, "big")
+            + ((self.height << 16) | self.height_fraction).to_bytes(4, "big")
+        )
+
+
+def _pack_language(code: str) -> int:
+    if len(code) != 3 or not code.isascii() or not code.isalpha():
+        code = "und"
+    value = 0
+    for ch in code.lower():
+        value = (value << 5) | (ord(ch) - 0x60)
+    return value
+
+
+def _unpack_language(value: int) -> str:
+    chars = [((value >> shift) & 0x1F) + 0x60 for shift in (10, 5, 0)]
+    if not all(0x61 <= c <= 0x7A for c in chars):
+        return "und"
+    return bytes(chars).decode("ascii")
+
+
+@register
+@dataclass
+class MediaHeaderBox(Box):
+    """mdhd (§8.4.2): the media timescale and ISO-639-2/T language."""
+
+    TYPE = b"mdhd"
+    timescale: int = 1000
+    duration: int = 0
+    language: str = "und"
+    version: int = 0
+    creation_time: int = 0
+    modification_time: int = 0
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> MediaHeaderBox:
+        version, _ = cur.full_header()
+        created, modified = _times(cur, version)
+        timescale = cur.u32()
+        duration = cur.uint(8 if version == 1 else 4)
+        language = _unpack_language(cur.u16())
+        cur.take(2, "pre_defined")
+        if timescale == 0:
+            raise cur.error("mdhd timescale is 0")
+        return cls(timescale, duration, language, version, created, modified)
+
+    def payload(self) -> bytes:
+        v = self.version
+        return (
+            full_header(v, 0)
+            + _write_times(v, self.creation_time, self.modification_time)
+            + self.timescale.to_bytes(4, "big")
+            + _write_times(v, self.duration)
+            + _pack_language(self.language).to_bytes(2, "big")
+            + bytes(2)
+        )
+
+
+@register
+@dataclass
+class HandlerBox(Box):
+    """hdlr (§8.4.3): ``vide``, ``soun``, ``text`` (WebVTT), ``subt`` (TTML)."""
+
+    TYPE = b"hdlr"
+    handler_type: bytes = b"vide"
+    handler_name: str = ""
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> HandlerBox:
+        cur.full_header()
+        cur.take(4, "pre_defined")
+        handler = cur.take(4, "handler_type")
+        cur.take(12, "reserved")
+        # Some writers use a Pascal string or omit the terminator; take what is there.
+        name = cur.rest().rstrip(b"\0").decode("utf-8", "replace")
+        return cls(handler, name)
+
+    def payload(self) -> bytes:
+        return (
+            full_header(0, 0) + bytes(4) + self.handler_type + bytes(12) + self.handler_name.encode() + b"\0"
+        )
+
+
+@dataclass
+class _FlagsOnlyBox(Box):
+    version: int = 0
+    flags: int = 0
+    data: bytes = b""
+
+    @classmethod
+    def parse(cls: type[B], cur: Cursor) -> B:
+        version, flags = cur.full_header()
+        return cls(version, flags, cur.rest())  # type: ignore[call-arg]
+
+    def payload(self) -> bytes:
+        return full_header(self.version, self.flags) + self.data
+
+
+@register
+@dataclass
+class VideoMediaHeaderBox(_FlagsOnlyBox):
+    """vmhd (§12.1.2): flags 1, graphicsmode and opcolor zero."""
+
+    TYPE = b"vmhd"
+    flags: int = 1
+    data: bytes = bytes(8)
+
+
+@register
+@dataclass
+class SoundMediaHeaderBox(_FlagsOnlyBox):
+    """smhd (§12.2.2)."""
+
+    TYPE = b"smhd"
+    data: bytes = bytes(4)
+
+
+@register
+@dataclass
+class NullMediaHeaderBox(_FlagsOnlyBox):
+    """nmhd (§8.4.5.2), used by WebVTT tracks."""
+
+    TYPE = b"nmhd"
+
+
+@register
+@dataclass
+class SubtitleMediaHeaderBox(_FlagsOnlyBox):
+    """sthd (§12.6.2), used by TTML tracks."""
+
+    TYPE = b"sthd"
+
+
+@register
+@dataclass
+class DataEntryUrlBox(_FlagsOnlyBox):
+    """``url `` (§8.7.2); flag 1 = media is in this file."""
+
+    TYPE = b"url "
+    flags: int = 1
+
+
+@dataclass
+class _ListBox(Box):
+    """A FullBox holding an entry count followed by child boxes (dref, stsd)."""
+
+    children: list[Box] = field(default_factory=list)
+    version: int = 0
+    flags: int = 0
+
+    @classmethod
+    def parse(cls: type[B], cur: Cursor) -> B:
+        version, flags = cur.full_header()
+        count = cur.u32()
+        children = _children_of(cur)
+        if len(children) != count:
+            raise BoxError(f"entry_count says {count}, found {len(children)} entries", path=cur.path)
+        return cls(children, version, flags)  # type: ignore[call-arg]
+
+    def payload(self) -> bytes:
+        return (
+            full_header(self.version, self.flags)
+            + len(self.children).to_bytes(4, "big")
+            + _write_children(self.children)
+        )
+
+    def describe(self) -> str:
+        return f"entries={len(self.children)}"
+
+
+@register
+@dataclass
+class DataReferenceBox(_ListBox):
+    """dref (§8.7.2)."""
+
+    TYPE = b"dref"
+
+
+@register
+@dataclass
+class SampleDescriptionBox(_ListBox):
+    """stsd (§8.5.2)."""
+
+    TYPE = b"stsd"
+
+
+# ---------------------------------------------------------------------------------------------
+# Sample entries (§8.5.2, §12.1.3, §12.2.3) and codec configuration boxes
+
+
+@dataclass
+class VisualSampleEntry(Box):
+    """avc1/avc3 (14496-15 §5.4.2), hvc1/hev1 (§8.4.1), and any other video sample entry format."""
+
+    TYPE = b"avc1"
+    format: bytes = b"avc1"
+    width: int = 0
+    height: int = 0
+    children: list[Box] = field(default_factory=list)
+    data_reference_index: int = 1
+    compressor_name: str = ""
+    depth: int = 0x18
+    resolution: int = 0x00480000
+
+    @property
+    def box_type(self) -> bytes:
+        return self.format
+
+    def payload(self) -> bytes:
+        name = self.compressor_name.encode()[:31]
+        return (
+            bytes(6)
+            + self.data_reference_index.to_bytes(2, "big")
+            + bytes(16)
+            + self.width.to_bytes(2, "big")
+            + self.height.to_bytes(2, "big")
+            + self.resolution.to_bytes(4, "big") * 2
+            + bytes(4)
+            + (1).to_bytes(2, "big")
+            + bytes([len(name)])
+            + name
+            + bytes(31 - len(name))
+            + self.depth.to_bytes(2, "big")
+            + b"\xff\xff"
+            + _write_children(self.children)
+        )
+
+
+def _visual_parser(fmt: bytes) -> Callable[[Cursor], VisualSampleEntry]:
+    def parse(cur: Cursor) -> VisualSampleEntry:
+        cur.take(6, "reserved")
+        dri = cur.u16()
+        cur.take(16, "pre_defined")
+        width, height = cur.u16(), cur.u16()
+        resolution = cur.u32()
+        cur.u32()
+        cur.take(4, "reserved")
+        cur.u16()  # frame_count
+        name_raw = cur.take(32, "compressorname")
+        name = name_raw[1 : 1 + min(name_raw[0], 31)].decode("utf-8", "replace")
+        depth = cur.u16()
+        cur.take(2, "pre_defined")
+        return VisualSampleEntry(fmt, width, height, _children_of(cur), dri, name, depth, resolution)
+
+    return parse
+
+
+@dataclass
+class AudioSampleEntry(Box):
+    """mp4a and other audio sample entries (§12.2.3). QuickTime sound description versions 1 and 2
+    carry extra fields, kept verbatim in ``qt_extra``."""
+
+    TYPE = b"mp4a"
+    format: bytes = b"mp4a"
+    channel_count: int = 2
+    sample_rate: int = 48000
+    children: list[Box] = field(default_factory=list)
+    data_reference_index: int = 1
+    sample_size: int = 16
+    qt_version: int = 0
+    qt_extra: bytes = b""
+
+    @property
+    def box_type(self) -> bytes:
+        return self.format
+
+    def payload(self) -> bytes:
+        rate = self.sample_rate << 16 if self.sample_rate < 0x10000 else 0
+        return (
+            bytes(6)
+            + self.data_reference_index.to_bytes(2, "big")
+            + self.qt_version.to_bytes(2, "big")
+            + bytes(6)
+            + self.channel_count.to_bytes(2, "big")
+            + self.sample_size.to_bytes(2, "big")
+            + bytes(4)
+            + rate.to_bytes(4, "big")
+            + self.qt_extra
+            + _write_children(self.children)
+        )
+
+
+_QT_EXTRA = {0: 0, 1: 16, 2: 36}
+
+
+def _audio_parser(fmt: bytes) -> Callable[[Cursor], AudioSampleEntry]:
+    def parse(cur: Cursor) -> AudioSampleEntry:
+        cur.take(6, "reserved")
+        dri = cur.u16()
+        qt_version = cur.u16()
+        cur.take(6, "reserved")
+        channels, sample_size = cur.u16(), cur.u16()
+        cur.take(4, "pre_defined")
+        rate = cur.u32() >> 16
+        if qt_version not in _QT_EXTRA:
+            raise cur.error(f"unknown sound sample entry version {qt_version}")
+        extra = cur.take(_QT_EXTRA[qt_version], "QuickTime sound description fields")
+        if qt_version == 2:
+            rate = round(_f64(extra[4:12]))
+            channels = int.from_bytes(extra[12:16], "big")
+        return AudioSampleEntry(fmt, channels, rate, _children_of(cur), dri, sample_size, qt_version, extra)
+
+    return parse
+
+
+def _f64(raw: bytes) -> float:
+    return float(struct.unpack(">d", raw)[0])
+
+
+@dataclass
+class TextSampleEntry(Box):
+    """wvtt (14496-30 §7.5) and stpp (§12.6.3.2) sample entries."""
+
+    TYPE = b"wvtt"
+    format: bytes = b"wvtt"
+    namespace: str = ""
+    schema_location: str = ""
+    mime_types: str = ""
+    children: list[Box] = field(default_factory=list)
+    data_reference_index: int = 1
+
+    @property
+    def box_type(self) -> bytes:
+        return self.format
+
+    def payload(self) -> bytes:
+        head = bytes(6) + self.data_reference_index.to_bytes(2, "big")
+        if self.format == b"stpp":
+            head += b"".join(
+                s.encode() + b"\0" for s in (self.namespace, self.schema_location, self.mime_types)
+            )
+        return head + _write_children(self.children)
+
+
+def _text_parser(fmt: bytes) -> Callable[[Cursor], TextSampleEntry]:
+    def parse(cur: Cursor) -> TextSampleEntry:
+        cur.take(6, "reserved")
+        dri = cur.u16()
+        ns = schema = mime = ""
+        if fmt == b"stpp":
+            ns, schema = cur.cstring(), cur.cstring()
+            mime = cur.cstring() if cur.remaining else ""
+        return TextSampleEntry(fmt, ns, schema, mime, _children_of(cur), dri)
+
+    return parse
+
+
+VIDEO_FORMATS = (b"avc1", b"avc3", b"hvc1", b"hev1", b"av01", b"vp09", b"encv")
+AUDIO_FORMATS = (b"mp4a", b"Opus", b"ac-3", b"ec-3", b"enca")
+TEXT_FORMATS = (b"wvtt", b"stpp")
+
+# Sample entries share a class per media type and need their format code to parse.
+_ENTRY_PARSERS: dict[bytes, Callable[[Cursor], Box]] = {
+    **{f: _visual_parser(f) for f in VIDEO_FORMATS},
+    **{f: _audio_parser(f) for f in AUDIO_FORMATS},
+    **{f: _text_parser(f) for f in TEXT_FORMATS},
+}
+
+
+@register
+@dataclass
+class AVCConfigurationBox(Box):
+    """avcC: AVCDecoderConfigurationRecord (14496-15 §5.3.3). ``trailer`` keeps the high-profile
+    extension (chroma format, bit depths, SPS extensions) verbatim."""
+
+    TYPE = b"avcC"
+    profile: int = 0x64
+    compatibility: int = 0
+    level: int = 0x1F
+    length_size: int = 4
+    sps: list[bytes] = field(default_factory=list)
+    pps: list[bytes] = field(default_factory=list)
+    trailer: bytes = b""
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> AVCConfigurationBox:
+        if cur.u8() != 1:
+            raise cur.error("avcC configurationVersion is not 1")
+        profile, compat, level = cur.u8(), cur.u8(), cur.u8()
+        length_size = (cur.u8() & 3) + 1
+        sps = [cur.take(cur.u16(), "SPS") for _ in range(cur.u8() & 0x1F)]
+        pps = [cur.take(cur.u16(), "PPS") for _ in range(cur.u8())]
+        return cls(profile, compat, level, length_size, sps, pps, cur.rest())
+
+    def payload(self) -> bytes:
+        out = bytearray([1, self.profile, self.compatibility, self.level, 0xFC | (self.length_size - 1)])
+        out.append(0xE0 | len(self.sps))
+        for nal in self.sps:
+            out += len(nal).to_bytes(2, "big") + nal
+        out.append(len(self.pps))
+        for nal in self.pps:
+            out += len(nal).to_bytes(2, "big") + nal
+        return bytes(out) + self.trailer
+
+    def codec_string(self, fmt: bytes) -> str:
+        """RFC 6381 §3.3: ``avc1.PPCCLL``."""
+        return f"{fmt.decode()}.{self.profile:02x}{self.compatibility:02x}{self.level:02x}"
+
+
+@dataclass
+class HEVCNalArray:
+    completeness: int
+    nal_type: int
+    nalus: list[bytes]
+
+
+@register
+@dataclass
+class HEVCConfigurationBox(Box):
+    """hvcC: HEVCDecoderConfigurationRecord (14496-15 §8.3.3)."""
+
+    TYPE = b"hvcC"
+    profile_space: int = 0
+    tier: int = 0
+    profile_idc: int = 1
+    compatibility_flags: int = 0
+    constraint_flags: int = 0
+    level_idc: int = 0
+    min_spatial_segmentation: int = 0
+    parallelism_type: int = 0
+    chroma_format: int = 1
+    bit_depth_luma: int = 8
+    bit_depth_chroma: int = 8
+    avg_frame_rate: int = 0
+    constant_frame_rate: int = 0
+    temporal_layers: int = 1
+    temporal_id_nested: int = 0
+    length_size: int = 4
+    arrays: list[HEVCNalArray] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> HEVCConfigurationBox:
+        if cur.u8() != 1:
+            raise cur.error("hvcC configurationVersion is not 1")
+        b = cur.u8()
+        compat = cur.u32()
+        constraint = cur.uint(6)
+        level = cur.u8()
+        min_seg = cur.u16() & 0x0FFF
+        parallel = cur.u8() & 3
+        chroma = cur.u8() & 3
+        luma = (cur.u8() & 7) + 8
+        chroma_depth = (cur.u8() & 7) + 8
+        avg_rate = cur.u16()
+        last = cur.u8()
+        arrays = []
+        for _ in range(cur.u8()):
+            head = cur.u8()
+            nalus = [cur.take(cur.u16(), "NAL unit") for _ in range(cur.u16())]
+            arrays.append(HEVCNalArray(head >> 7, head & 0x3F, nalus))
+        return cls(
+            b >> 6,
+            (b >> 5) & 1,
+            b & 0x1F,
+            compat,
+            constraint,
+            level,
+            min_seg,
+            parallel,
+            chroma,
+            luma,
+            chroma_depth,
+            avg_rate,
+            last >> 6,
+            (last >> 3) & 7,
+            (last >> 2) & 1,
+            (last & 3) + 1,
+            arrays,
+        )
+
+    def payload(self) -> bytes:
+        out = bytearray([1, (self.profile_space << 6) | (self.tier << 5) | self.profile_idc])
+        out += self.compatibility_flags.to_bytes(4, "big") + self.constraint_flags.to_bytes(6, "big")
+        out.append(self.level_idc)
+        out += (0xF000 | self.min_spatial_segmentation).to_bytes(2, "big")
+        out += bytes([0xFC | self.parallelism_type, 0xFC | self.chroma_format])
+        out += bytes([0xF8 | (self.bit_depth_luma - 8), 0xF8 | (self.bit_depth_chroma - 8)])
+        out += self.avg_frame_rate.to_bytes(2, "big")
+        out.append(
+            (self.constant_frame_rate << 6)
+            | (self.temporal_layers << 3)
+            | (self.temporal_id_nested << 2)
+            | (self.length_size - 1)
+        )
+        out.append(len(self.arrays))
+        for arr in self.arrays:
+            out.append((arr.completeness << 7) | arr.nal_type)
+            out += len(arr.nalus).to_bytes(2, "big")
+            for nal in arr.nalus:
+                out += len(nal).to_bytes(2, "big") + nal
+        return bytes(out)
+
+    def codec_string(self, fmt: bytes) -> str:
+        """ISO/IEC 14496-15 Annex E.3:
+        ``hvc1.<space><profile>.<compat flags reversed>.<tier><level>.<constraint bytes>``."""
+        space = "" if self.profile_space == 0 else "ABC"[self.profile_space - 1]
+        compat = int(f"{self.compatibility_flags:032b}"[::-1], 2)
+        constraints = self.constraint_flags.to_bytes(6, "big").rstrip(b"\0")
+        parts = [
+            fmt.decode(),
+            f"{space}{self.profile_idc}",
+            f"{compat:X}",
+            f"{'LH'[self.tier]}{self.level_idc}",
+        ]
+        parts += [f"{c:X}" for c in constraints]
+        return ".".join(parts)
+
+
+def _read_descriptor(cur: Cursor) -> tuple[int, Cursor]:
+    tag = cur.u8()
+    size = 0
+    for _ in range(4):
+        b = cur.u8()
+        size = (size << 7) | (b & 0x7F)
+        if not b & 0x80:
+            break
+    start = cur.offset
+    return tag, Cursor(cur.take(size, f"descriptor tag {tag}"), path=cur.path, base=start)
+
+
+def _write_descriptor(tag: int, body: bytes) -> bytes:
+    n = len(body)
+    size = bytes([0x80 | ((n >> 21) & 0x7F), 0x80 | ((n >> 14) & 0x7F), 0x80 | ((n >> 7) & 0x7F), n & 0x7F])
+    return bytes([tag]) + size + body
+
+
+@register
+@dataclass
+class ESDescriptorBox(Box):
+    """esds (14496-14 §5.6): the ES_Descriptor with its DecoderConfigDescriptor (14496-1 §7.2.6)."""
+
+    TYPE = b"esds"
+    object_type: int = 0x40  # MPEG-4 audio
+    stream_type: int = 5  # audio stream
+    buffer_size: int = 0
+    max_bitrate: int = 0
+    avg_bitrate: int = 0
+    decoder_specific_info: bytes = b""
+    es_id: int = 0
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> ESDescriptorBox:
+        cur.full_header()
+        tag, es = _read_descriptor(cur)
+        if tag != 3:
+            raise cur.error(f"esds holds descriptor tag {tag}, expected ES_Descriptor (3)")
+        es_id = es.u16()
+        es_flags = es.u8()
+        if es_flags & 0x80:
+            es.u16()
+        if es_flags & 0x40:
+            es.take(es.u8(), "URL")
+        if es_flags & 0x20:
+            es.u16()
+        box = cls(es_id=es_id)
+        found = False
+        while es.remaining:
+            tag, sub = _read_descriptor(es)
+            if tag != 4:
+                continue
+            found = True
+            box.object_type = sub.u8()
+            box.stream_type = sub.u8() >> 2
+            box.buffer_size = sub.u24()
+            box.max_bitrate, box.avg_bitrate = sub.u32(), sub.u32()
+            while sub.remaining:
+                dtag, dsi = _read_descriptor(sub)
+                if dtag == 5:
+                    box.decoder_specific_info = dsi.rest()
+        if not found:
+            raise cur.error("esds has no DecoderConfigDescriptor")
+        return box
+
+    def payload(self) -> bytes:
+        dsi = _write_descriptor(5, self.decoder_specific_info) if self.decoder_specific_info else b""
+        dcd = _write_descriptor(
+            4,
+            bytes([self.object_type, (self.stream_type << 2) | 1])
+            + self.buffer_size.to_bytes(3, "big")
+            + self.max_bitrate.to_bytes(4, "big")
+            + self.avg_bitrate.to_bytes(4, "big")
+            + dsi,
+        )
+        sl = _write_descriptor(6, b"\x02")
+        return full_header(0, 0) + _write_descriptor(3, self.es_id.to_bytes(2, "big") + b"\0" + dcd + sl)
+
+
+@register
+@dataclass
+class BitRateBox(Box):
+    """btrt (§8.5.2.2)."""
+
+    TYPE = b"btrt"
+    buffer_size: int = 0
+    max_bitrate: int = 0
+    avg_bitrate: int = 0
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> BitRateBox:
+        return cls(cur.u32(), cur.u32(), cur.u32())
+
+    def payload(self) -> bytes:
+        return b"".join(v.to_bytes(4, "big") for v in (self.buffer_size, self.max_bitrate, self.avg_bitrate))
+
+
+# ---------------------------------------------------------------------------------------------
+# Fragment boxes
+
+
+@register
+@dataclass
+class MovieExtendsHeaderBox(Box):
+    """mehd (§8.8.2)."""
+
+    TYPE = b"mehd"
+    fragment_duration: int = 0
+    version: int = 0
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> MovieExtendsHeaderBox:
+        version, _ = cur.full_header()
+        return cls(cur.uint(8 if version == 1 else 4), version)
+
+    def payload(self) -> bytes:
+        return full_header(self.version, 0) + _write_times(self.version, self.fragment_duration)
+
+
+@register
+@dataclass
+class TrackExtendsBox(Box):
+    """trex (§8.8.3): per-track sample defaults for fragments."""
+
+    TYPE = b"trex"
+    track_id: int = 1
+    default_sample_description_index: int = 1
+    default_sample_duration: int = 0
+    default_sample_size: int = 0
+    default_sample_flags: int = 0
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> TrackExtendsBox:
+        cur.full_header()
+        return cls(cur.u32(), cur.u32(), cur.u32(), cur.u32(), cur.u32())
+
+    def payload(self) -> bytes:
+        values = (
+            self.track_id,
+            self.default_sample_description_index,
+            self.default_sample_duration,
+            self.default_sample_size,
+            self.default_sample_flags,
+        )
+        return full_header(0, 0) + b"".join(v.to_bytes(4, "big") for v in values)
+
+
+@register
+@dataclass
+class MovieFragmentHeaderBox(Box):
+    """mfhd (§8.8.5)."""
+
+    TYPE = b"mfhd"
+    sequence_number: int = 1
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> MovieFragmentHeaderBox:
+        cur.full_header()
+        return cls(cur.u32())
+
+    def payload(self) -> bytes:
+        return full_header(0, 0) + self.sequence_number.to_bytes(4, "big")
+
+
+TFHD_BASE_DATA_OFFSET = 0x01
+TFHD_SAMPLE_DESCRIPTION_INDEX = 0x02
+TFHD_DEFAULT_DURATION = 0x08
+TFHD_DEFAULT_SIZE = 0x10
+TFHD_DEFAULT_FLAGS = 0x20
+TFHD_DURATION_IS_EMPTY = 0x10000
+TFHD_DEFAULT_BASE_IS_MOOF = 0x20000
+
+
+@register
+@dataclass
+class TrackFragmentHeaderBox(Box):
+    """tfhd (§8.8.7). Optional fields are ``None`` when absent; the flags follow from them."""
+
+    TYPE = b"tfhd"
+    track_id: int = 1
+    base_data_offset: int | None = None
+    sample_description_index: int | None = None
+    default_sample_duration: int | None = None
+    default_sample_size: int | None = None
+    default_sample_flags: int | None = None
+    default_base_is_moof: bool = True
+    duration_is_empty: bool = False
+
+    _OPTIONAL: ClassVar[tuple[tuple[str, int, int], ...]] = (
+        ("base_data_offset", TFHD_BASE_DATA_OFFSET, 8),
+        ("sample_description_index", TFHD_SAMPLE_DESCRIPTION_INDEX, 4),
+        ("default_sample_duration", TFHD_DEFAULT_DURATION, 4),
+        ("default_sample_size", TFHD_DEFAULT_SIZE, 4),
+        ("default_sample_flags", TFHD_DEFAULT_FLAGS, 4),
+    )
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> TrackFragmentHeaderBox:
+        _, flags = cur.full_header()
+        box = cls(
+            cur.u32(),
+            default_base_is_moof=bool(flags & TFHD_DEFAULT_BASE_IS_MOOF),
+            duration_is_empty=bool(flags & TFHD_DURATION_IS_EMPTY),
+        )
+        for name, bit, size in cls._OPTIONAL:
+            if flags & bit:
+                setattr(box, name, cur.uint(size))
+        return box
+
+    @property
+    def flags(self) -> int:
+        flags = TFHD_DEFAULT_BASE_IS_MOOF if self.default_base_is_moof else 0
+        flags |= TFHD_DURATION_IS_EMPTY if self.duration_is_empty else 0
+        for name, bit, _ in self._OPTIONAL:
+            if getattr(self, name) is not None:
+                flags |= bit
+        return flags
+
+    def payload(self) -> bytes:
+        out = full_header(0, self.flags) + self.track_id.to_bytes(4, "big")
+        for name, _, size in self._OPTIONAL:
+            value = getattr(self, name)
+            if value is not None:
+                out += value.to_bytes(size, "big")
+        return out
+
+
+@register
+@dataclass
+class TrackFragmentDecodeTimeBox(Box):
+    """tfdt (§8.8.12): decode time of the fragment's first sample, in the media timescale."""
+
+    TYPE = b"tfdt"
+    base_media_decode_time: int = 0
+    version: int = 1
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> TrackFragmentDecodeTimeBox:
+        version, _ = cur.full_header()
+        return cls(cur.uint(8 if version == 1 else 4), version)
+
+    def payload(self) -> bytes:
+        return full_header(self.version, 0) + _write_times(self.version, self.base_media_decode_time)
+
+
+TRUN_DATA_OFFSET = 0x01
+TRUN_FIRST_SAMPLE_FLAGS = 0x04
+TRUN_DURATION = 0x100
+TRUN_SIZE = 0x200
+TRUN_FLAGS = 0x400
+TRUN_CTO = 0x800
+
+SAMPLE_NON_SYNC = 0x00010000
+SAMPLE_DEPENDS_ON_OTHERS = 0x01000000
+SAMPLE_DEPENDS_ON_NONE = 0x02000000
+SYNC_SAMPLE_FLAGS = SAMPLE_DEPENDS_ON_NONE
+NON_SYNC_SAMPLE_FLAGS = SAMPLE_DEPENDS_ON_OTHERS | SAMPLE_NON_SYNC
+
+
+@dataclass
+class TrunEntry:
+    """One sample of a trun; fields absent from the box are ``None``."""
+
+    duration: int | None = None
+    size: int | None = None
+    flags: int | None = None
+    composition_offset: int | None = None
+
+    def describe(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in dataclasses.asdict(self).items() if v is not None)
+
+
+@register
+@dataclass
+class TrackRun(Box):
+    """trun (§8.8.8). ``flags`` states which per-sample fields are present; version 1 makes
+    composition offsets signed."""
+
+    TYPE = b"trun"
+    flags: int = TRUN_DATA_OFFSET | TRUN_DURATION | TRUN_SIZE | TRUN_FLAGS
+    samples: list[TrunEntry] = field(default_factory=list)
+    data_offset: int | None = 0
+    first_sample_flags: int | None = None
+    version: int = 0
+
+    _FIELDS: ClassVar[tuple[tuple[str, int], ...]] = (
+        ("duration", TRUN_DURATION),
+        ("size", TRUN_SIZE),
+        ("flags", TRUN_FLAGS),
+        ("composition_offset", TRUN_CTO),
+    )
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> TrackRun:
+        version, flags = cur.full_header()
+        count = cur.u32()
+        data_offset = cur.i32() if flags & TRUN_DATA_OFFSET else None
+        first = cur.u32() if flags & TRUN_FIRST_SAMPLE_FLAGS else None
+        per_sample = sum(4 for _, bit in cls._FIELDS if flags & bit)
+        if count * per_sample != cur.remaining:
+            raise cur.error(f"sample_count {count} needs {count * per_sample} bytes, {cur.remaining} present")
+        samples = []
+        for _ in range(count):
+            entry = TrunEntry()
+            for name, bit in cls._FIELDS:
+                if flags & bit:
+                    value = cur.i32() if name == "composition_offset" and version == 1 else cur.u32()
+                    setattr(entry, name, value)
+            samples.append(entry)
+        return cls(flags, samples, data_offset, first, version)
+
+    def payload(self) -> bytes:
+        out = bytearray(full_header(self.version, self.flags) + len(self.samples).to_bytes(4, "big"))
+        if self.flags & TRUN_DATA_OFFSET:
+            out += (self.data_offset or 0).to_bytes(4, "big", signed=True)
+        if self.flags & TRUN_FIRST_SAMPLE_FLAGS:
+            out += (self.first_sample_flags or 0).to_bytes(4, "big")
+        for s in self.samples:
+            for name, bit in self._FIELDS:
+                if self.flags & bit:
+                    value = getattr(s, name)
+                    if value is None:
+                        raise BoxError(f"trun sample lacks {name} although flags announce it", path="trun")
+                    signed = name == "composition_offset" and self.version == 1
+                    out += value.to_bytes(4, "big", signed=signed)
+        return bytes(out)
+
+    def describe(self) -> str:
+        extra = f" data_offset={self.data_offset}" if self.data_offset is not None else ""
+        if self.first_sample_flags is not None:
+            extra += f" first_sample_flags={self.first_sample_flags:#x}"
+        return f"version={self.version} flags={self.flags:#x} samples={len(self.samples)}{extra}"
+
+
+@register
+@dataclass
+class ProducerReferenceTimeBox(Box):
+    """prft (§8.16.5): NTP wall-clock time of a media time."""
+
+    TYPE = b"prft"
+    reference_track_id: int = 1
+    ntp_timestamp: int = 0
+    media_time: int = 0
+    version: int = 1
+    flags: int = 0
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> ProducerReferenceTimeBox:
+        version, flags = cur.full_header()
+        return cls(cur.u32(), cur.u64(), cur.uint(8 if version == 1 else 4), version, flags)
+
+    def payload(self) -> bytes:
+        return (
+            full_header(self.version, self.flags)
+            + self.reference_track_id.to_bytes(4, "big")
+            + self.ntp_timestamp.to_bytes(8, "big")
+            + _write_times(self.version, self.media_time)
+        )
+
+
+@register
+@dataclass
+class EventMessageBox(Box):
+    """emsg (23009-1 §5.10.3.3), versions 0 (time delta) and 1 (absolute presentation time)."""
+
+    TYPE = b"emsg"
+    scheme_id_uri: str = ""
+    value: str = ""
+    timescale: int = 1000
+    presentation_time: int = 0
+    event_duration: int = 0
+    id: int = 0
+    message_data: bytes = b""
+    version: int = 1
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> EventMessageBox:
+        version, _ = cur.full_header()
+        if version == 0:
+            scheme, value = cur.cstring(), cur.cstring()
+            timescale, delta, duration, ident = cur.u32(), cur.u32(), cur.u32(), cur.u32()
+            return cls(scheme, value, timescale, delta, duration, ident, cur.rest(), 0)
+        if version != 1:
+            raise cur.error(f"emsg version {version} is not 0 or 1")
+        timescale, time, duration, ident = cur.u32(), cur.u64(), cur.u32(), cur.u32()
+        scheme, value = cur.cstring(), cur.cstring()
+        return cls(scheme, value, timescale, time, duration, ident, cur.rest(), 1)
+
+    def payload(self) -> bytes:
+        strings = self.scheme_id_uri.encode() + b"\0" + self.value.encode() + b"\0"
+        if self.version == 0:
+            nums = b"".join(
+                v.to_bytes(4, "big")
+                for v in (self.timescale, self.presentation_time, self.event_duration, self.id)
+            )
+            return full_header(0, 0) + strings + nums + self.message_data
+        return (
+            full_header(1, 0)
+            + self.timescale.to_bytes(4, "big")
+            + self.presentation_time.to_bytes(8, "big")
+            + self.event_duration.to_bytes(4, "big")
+            + self.id.to_bytes(4, "big")
+            + strings
+            + self.message_data
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Smooth Streaming uuid boxes (MS-SSTR §2.2.4, Azure fragmented MP4 live ingest §2.2)
+
+TFXD_UUID = uuid.UUID("6d1d9b05-42d5-44e6-80e2-141daff757b2").bytes
+TFRF_UUID = uuid.UUID("d4807ef2-ca39-4695-8e54-26cb9e46a79f").bytes
+LIVE_SERVER_MANIFEST_UUID = uuid.UUID("a5d40b30-e814-11dd-ba2f-0800200c9a66").bytes
+UUID_NAMES = {TFXD_UUID: "tfxd", TFRF_UUID: "tfrf", LIVE_SERVER_MANIFEST_UUID: "lsm "}
+
+
+@register
+@dataclass
+class TfxdBox(Box):
+    """TrackFragmentExtendedHeaderBox: absolute time and duration of the fragment."""
+
+    TYPE = UUID
+    USERTYPE = TFXD_UUID
+    absolute_time: int = 0
+    duration: int = 0
+    version: int = 1
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> TfxdBox:
+        version, _ = cur.full_header()
+        size = 8 if version == 1 else 4
+        return cls(cur.uint(size), cur.uint(size), version)
+
+    def payload(self) -> bytes:
+        return full_header(self.version, 0) + _write_times(self.version, self.absolute_time, self.duration)
+
+
+@register
+@dataclass
+class TfrfBox(Box):
+    """TfrfBox: (time, duration) of the fragments that follow, for Smooth clients' look-ahead."""
+
+    TYPE = UUID
+    USERTYPE = TFRF_UUID
+    entries: list[tuple[int, int]] = field(default_factory=list)
+    version: int = 1
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> TfrfBox:
+        version, _ = cur.full_header()
+        size = 8 if version == 1 else 4
+        return cls([(cur.uint(size), cur.uint(size)) for _ in range(cur.u8())], version)
+
+    def payload(self) -> bytes:
+        body = b"".join(_write_times(self.version, t, d) for t, d in self.entries)
+        return full_header(self.version, 0) + bytes([len(self.entries)]) + body
+
+
+@register
+@dataclass
+class LiveServerManifestBox(Box):
+    """The live server manifest: SMIL XML describing the tracks of a Smooth ingest stream."""
+
+    TYPE = UUID
+    USERTYPE = LIVE_SERVER_MANIFEST_UUID
+    xml: str = ""
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> LiveServerManifestBox:
+        cur.full_header()
+        raw = cur.rest()
+        try:
+            return cls(raw.decode("utf-8").rstrip("\0"))
+        except UnicodeDecodeError as exc:
+            raise cur.error(f"live server manifest is not UTF-8: {exc.reason}") from None
+
+    def payload(self) -> bytes:
+        return full_header(0, 0) + self.xml.encode()
+
+    def describe(self) -> str:
+        return f"({len(self.xml)} characters of SMIL)"

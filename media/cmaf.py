@@ -1,0 +1,287 @@
+"""CMAF headers and fragments (ISO/IEC 23000-19): building them from the media model, and reading
+the codec description out of a ``trak``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from media.boxes import (
+    AudioSampleEntry,
+    AVCConfigurationBox,
+    BitRateBox,
+    Box,
+    DataEntryUrlBox,
+    DataInformationBox,
+    DataReferenceBox,
+    ESDescriptorBox,
+    FileTypeBox,
+    HandlerBox,
+    HEVCConfigurationBox,
+    MediaBox,
+    MediaDataBox,
+    MediaHeaderBox,
+    MediaInformationBox,
+    MovieBox,
+    MovieExtendsBox,
+    MovieFragmentBox,
+    MovieFragmentHeaderBox,
+    MovieHeaderBox,
+    NullMediaHeaderBox,
+    RawBox,
+    SampleDescriptionBox,
+    SampleTableBox,
+    SoundMediaHeaderBox,
+    SubtitleMediaHeaderBox,
+    TextSampleEntry,
+    TrackBox,
+    TrackExtendsBox,
+    TrackFragmentBox,
+    TrackFragmentDecodeTimeBox,
+    TrackFragmentHeaderBox,
+    TrackHeaderBox,
+    TrackRun,
+    TrunEntry,
+    VideoMediaHeaderBox,
+    VisualSampleEntry,
+    parse_boxes,
+)
+from media.errors import BoxError, UnsupportedMedia
+from media.model import Sample, Track, TrackKind
+
+CMAF_BRANDS = [b"cmfc", b"iso6", b"mp41"]
+
+_HANDLERS = {
+    b"vide": TrackKind.VIDEO,
+    b"soun": TrackKind.AUDIO,
+    b"text": TrackKind.TEXT,
+    b"subt": TrackKind.TEXT,
+}
+_HANDLER_OF = {TrackKind.VIDEO: b"vide", TrackKind.AUDIO: b"soun"}
+
+
+@dataclass(frozen=True, slots=True)
+class CodecInfo:
+    """What a sample entry says about its codec."""
+
+    codec: str
+    codec_string: str
+    decoder_config: bytes
+    width: int = 0
+    height: int = 0
+    sample_rate: int = 0
+    channels: int = 0
+    bitrate: int = 0
+
+
+_AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
+
+
+def aac_codec_string(asc: bytes) -> tuple[str, int, int]:
+    """RFC 6381 §3.3 for MPEG-4 audio: ``mp4a.40.<audioObjectType>``, plus the sample rate and channel
+    count from the AudioSpecificConfig (ISO/IEC 14496-3 §1.6.2.1); 0 where not stated."""
+    if len(asc) < 2:
+        return "mp4a.40.2", 0, 0
+    bits = int.from_bytes(asc[:4].ljust(4, b"\0"), "big")
+    aot, pos = bits >> 27, 5
+    if aot == 31:
+        aot, pos = 32 + ((bits >> 21) & 0x3F), 11
+    index = (bits >> (32 - pos - 4)) & 0xF
+    pos += 4
+    rate = _AAC_RATES[index] if index < len(_AAC_RATES) else 0
+    if index == 0xF:
+        return f"mp4a.40.{aot}", 0, 0  # explicit 24-bit rate: take the sample entry's values
+    channels = (bits >> (32 - pos - 4)) & 0xF
+    return f"mp4a.40.{aot}", rate, channels
+
+
+def codec_info(entry: Box, path: str) -> CodecInfo:
+    """The codec of a sample entry; :class:`UnsupportedMedia` for codecs Headwater cannot package."""
+    btrt = entry.first(BitRateBox)
+    bitrate = btrt.avg_bitrate if btrt else 0
+    if isinstance(entry, VisualSampleEntry):
+        fmt = entry.format
+        if fmt in (b"avc1", b"avc3"):
+            avcc = entry.need(AVCConfigurationBox, path)
+            return CodecInfo(
+                fmt.decode(),
+                avcc.codec_string(fmt),
+                avcc.payload(),
+                entry.width,
+                entry.height,
+                bitrate=bitrate,
+            )
+        if fmt in (b"hvc1", b"hev1"):
+            hvcc = entry.need(HEVCConfigurationBox, path)
+            return CodecInfo(
+                fmt.decode(),
+                hvcc.codec_string(fmt),
+                hvcc.payload(),
+                entry.width,
+                entry.height,
+                bitrate=bitrate,
+            )
+    elif isinstance(entry, AudioSampleEntry) and entry.format == b"mp4a":
+        esds = entry.need(ESDescriptorBox, path)
+        if esds.object_type != 0x40:
+            raise UnsupportedMedia(
+                f"mp4a object type {esds.object_type:#x} is not MPEG-4 AAC (0x40)", path=f"{path}/mp4a/esds"
+            )
+        codec, rate, channels = aac_codec_string(esds.decoder_specific_info)
+        return CodecInfo(
+            "mp4a",
+            codec,
+            esds.decoder_specific_info,
+            sample_rate=rate or entry.sample_rate,
+            channels=channels or entry.channel_count,
+            bitrate=bitrate or esds.avg_bitrate,
+        )
+    elif isinstance(entry, TextSampleEntry):
+        config = b"".join(bytes(c) for c in entry.children if c.box_type == b"vttC")
+        return CodecInfo(entry.format.decode(), entry.format.decode(), config, bitrate=bitrate)
+    raise UnsupportedMedia(
+        f"unsupported codec {entry.box_type.decode('latin-1')!r}", path=f"{path}/{entry.name}"
+    )
+
+
+def track_from_trak(trak: TrackBox, name: str, *, bitrate: int = 0, path: str = "moov/trak") -> Track:
+    """Describe one ``trak`` as a :class:`Track`, with a fresh single-track CMAF header."""
+    mdia = trak.need(MediaBox, path)
+    mdhd = mdia.need(MediaHeaderBox, f"{path}/mdia")
+    hdlr = mdia.need(HandlerBox, f"{path}/mdia")
+    kind = _HANDLERS.get(hdlr.handler_type)
+    if kind is None:
+        raise UnsupportedMedia(
+            f"unsupported handler type {hdlr.handler_type.decode('latin-1')!r}", path=f"{path}/mdia/hdlr"
+        )
+    stbl_path = f"{path}/mdia/minf/stbl"
+    minf = mdia.need(MediaInformationBox, f"{path}/mdia")
+    stsd = minf.need(SampleTableBox, f"{path}/mdia/minf").need(SampleDescriptionBox, stbl_path)
+    if len(stsd.children) != 1:
+        raise UnsupportedMedia(
+            f"{len(stsd.children)} sample entries; CMAF tracks carry exactly one", path=f"{stbl_path}/stsd"
+        )
+    entry = stsd.children[0]
+    info = codec_info(entry, f"{stbl_path}/stsd")
+    header = build_header(kind, mdhd.timescale, mdhd.language, entry, hdlr.handler_type, hdlr.handler_name)
+    return Track(
+        name=name,
+        kind=kind,
+        codec=info.codec,
+        codec_string=info.codec_string,
+        timescale=mdhd.timescale,
+        header=header,
+        language=mdhd.language,
+        bitrate=bitrate or info.bitrate,
+        width=info.width,
+        height=info.height,
+        sample_rate=info.sample_rate,
+        channels=info.channels,
+        decoder_config=info.decoder_config,
+    )
+
+
+def build_header(
+    kind: TrackKind, timescale: int, language: str, entry: Box, handler: bytes = b"", handler_name: str = ""
+) -> bytes:
+    """A CMAF header (ftyp + moov) for one track, track ID 1 (ISO/IEC 23000-19 §7.3.2.2)."""
+    handler = handler or _HANDLER_OF[kind]
+    width = entry.width if isinstance(entry, VisualSampleEntry) else 0
+    height = entry.height if isinstance(entry, VisualSampleEntry) else 0
+    media_header: Box
+    if kind is TrackKind.VIDEO:
+        media_header = VideoMediaHeaderBox()
+    elif kind is TrackKind.AUDIO:
+        media_header = SoundMediaHeaderBox()
+    elif handler == b"subt":
+        media_header = SubtitleMediaHeaderBox()
+    else:
+        media_header = NullMediaHeaderBox()
+    stbl = SampleTableBox(
+        children=[
+            SampleDescriptionBox(children=[entry]),
+            RawBox(b"stts", bytes(8)),
+            RawBox(b"stsc", bytes(8)),
+            RawBox(b"stsz", bytes(12)),
+            RawBox(b"stco", bytes(8)),
+        ]
+    )
+    minf = MediaInformationBox(
+        children=[
+            media_header,
+            DataInformationBox(children=[DataReferenceBox(children=[DataEntryUrlBox()])]),
+            stbl,
+        ]
+    )
+    trak = TrackBox(
+        children=[
+            TrackHeaderBox(
+                track_id=1,
+                width=width,
+                height=height,
+                volume=0x100 if kind is TrackKind.AUDIO else 0,
+                alternate_group=1 if kind is TrackKind.AUDIO else 0,
+            ),
+            MediaBox(
+                children=[
+                    MediaHeaderBox(timescale=timescale, language=language),
+                    HandlerBox(handler, handler_name or f"Headwater {kind.value}"),
+                    minf,
+                ]
+            ),
+        ]
+    )
+    moov = MovieBox(
+        children=[
+            MovieHeaderBox(timescale=1000, next_track_id=2),
+            trak,
+            MovieExtendsBox(children=[TrackExtendsBox(track_id=1)]),
+        ]
+    )
+    ftyp = FileTypeBox(b"cmfc", 0, CMAF_BRANDS)
+    return bytes(ftyp) + bytes(moov)
+
+
+def write_fragment(
+    sequence: int, decode_time: int, samples: list[Sample] | tuple[Sample, ...], payload: bytes
+) -> bytes:
+    """A CMAF fragment (moof + mdat) for track 1 with every sample field explicit in ``trun``, so it
+    needs no defaults from the header (ISO/IEC 23000-19 §7.3.2.3)."""
+    trun = TrackRun(
+        flags=0x01 | 0x100 | 0x200 | 0x400 | 0x800,
+        samples=[TrunEntry(s.duration, s.size, s.flags, s.composition_offset) for s in samples],
+        data_offset=0,
+        version=1,
+    )
+    moof = MovieFragmentBox(
+        children=[
+            MovieFragmentHeaderBox(sequence),
+            TrackFragmentBox(
+                children=[
+                    TrackFragmentHeaderBox(track_id=1, default_base_is_moof=True),
+                    TrackFragmentDecodeTimeBox(decode_time, version=1),
+                    trun,
+                ]
+            ),
+        ]
+    )
+    moof_size = len(bytes(moof))
+    trun.data_offset = moof_size + 8
+    mdat = MediaDataBox(payload)
+    return bytes(moof) + bytes(mdat)
+
+
+def read_fragment(data: bytes) -> tuple[int, list[Sample], bytes]:
+    """Decode time, samples and sample bytes of a fragment written by :func:`write_fragment`."""
+    boxes = parse_boxes(data)
+    moof = next((b for b in boxes if isinstance(b, MovieFragmentBox)), None)
+    mdat = next((b for b in boxes if isinstance(b, MediaDataBox)), None)
+    if moof is None or mdat is None:
+        raise BoxError("fragment lacks moof or mdat")
+    traf = moof.need(TrackFragmentBox)
+    tfdt = traf.need(TrackFragmentDecodeTimeBox, "moof")
+    trun = traf.need(TrackRun, "moof")
+    samples = [
+        Sample(s.duration or 0, s.size or 0, s.flags or 0, s.composition_offset or 0) for s in trun.samples
+    ]
+    return tfdt.base_media_decode_time, samples, mdat.data

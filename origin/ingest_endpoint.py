@@ -1,0 +1,209 @@
+"""HTTP ingest as a raw ASGI endpoint: ``POST``/``PUT …/<name>.isml/Streams(<id>)`` (Smooth and
+CMAF) and the empty-body probe ``POST …/<name>.isml``.
+
+It asks the server for the next piece of body only once the previous one is parsed and its
+fragments are stored, so a slow store slows the encoder down (TCP back-pressure) instead of
+filling memory; the parser holds at most one box.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from conf.logs import event
+from conf.settings import IngestSettings
+from ingest.errors import BodyTooLarge, IngestTimeout, PointNotFound, ShuttingDown
+from ingest.fmp4 import Event, Fmp4Receiver, FragmentReceived, StreamEnded, TracksDeclared
+from ingest.points import PointRegistry, PublishingPoint
+from origin.errors import error_body, status_for
+from storage.keys import PointId, check_stream
+from storage.timeline import Verdict
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+STREAM_PATH = re.compile(r"/(?P<point>.+)\.isml/Streams\((?P<stream>[^()/]*)\)")
+POINT_PATH = re.compile(r"/(?P<point>.+)\.isml")
+
+log = logging.getLogger("headwater.ingest")
+
+
+class _Disconnected(Exception):
+    """The encoder closed the connection before the end of the body."""
+
+
+class IngestEndpoint:
+    """ASGI middleware: takes ingest requests, passes everything else to ``app``."""
+
+    def __init__(self, app: ASGIApp, registry: PointRegistry, settings: IngestSettings) -> None:
+        self.app = app
+        self.registry = registry
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT"):
+            path = scope["path"]
+            match = STREAM_PATH.fullmatch(path)
+            if match:
+                await self._respond(send, await self._ingest(scope, receive, match["point"], match["stream"]))
+                return
+            match = POINT_PATH.fullmatch(path)
+            if match and scope["method"] == "POST":
+                await self._respond(send, await self._probe(receive, match["point"]))
+                return
+        await self.app(scope, receive, send)
+
+    async def _respond(self, send: Send, result: tuple[int, dict[str, Any]] | None) -> None:
+        if result is None:  # the client is gone
+            return
+        status, body = result
+        payload = json.dumps(body).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        if status == 503:
+            headers.append((b"retry-after", b"5"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+    async def _probe(self, receive: Receive, point: str) -> tuple[int, dict[str, Any]]:
+        """An encoder testing the URL: 200 when the point exists or may be created; nothing is created."""
+        try:
+            pid = PointId.parse(point)
+            message = await asyncio.wait_for(receive(), self.settings.read_timeout)
+            if message.get("body") or message.get("more_body"):
+                return 400, {
+                    "status": 400,
+                    "error": "bad_request",
+                    "message": f"POST media to /{pid}.isml/Streams(<stream name>), not to the point itself",
+                }
+            if not await self.registry.may_ingest(pid):
+                raise PointNotFound(
+                    f"publishing point {str(pid)!r} does not exist; create it first (PUT /{pid}.isml)"
+                )
+            return 200, {"status": 200, "point": str(pid)}
+        except Exception as exc:
+            return self._failure(exc, point, "")
+
+    async def _ingest(
+        self, scope: Scope, receive: Receive, point: str, stream: str
+    ) -> tuple[int, dict[str, Any]] | None:
+        peer = "{}:{}".format(*scope["client"]) if scope.get("client") else "?"
+        stored = duplicates = 0
+        receiver: Fmp4Receiver | None = None
+        target: PublishingPoint | None = None
+        try:
+            pid = PointId.parse(point)
+            check_stream(stream)
+            if self.registry.closed.is_set():
+                raise ShuttingDown("the server is shutting down; reconnect to another origin")
+            if not await self.registry.may_ingest(pid):
+                raise PointNotFound(
+                    f"publishing point {str(pid)!r} does not exist; create it first (PUT /{pid}.isml)"
+                )
+            existing = await self.registry.get(pid)
+            known = await existing.ingest_header(stream) if existing else None
+            receiver = Fmp4Receiver(stream, self.settings.max_box_size, known)
+            event(log, "ingest.started", channel=str(pid), stream=stream, peer=peer)
+            total = 0
+            more = True
+            while more:
+                message = await self._next(receive)
+                if message["type"] == "http.disconnect":
+                    raise _Disconnected()
+                chunk = message.get("body", b"")
+                more = bool(message.get("more_body"))
+                total += len(chunk)
+                if self.settings.max_body_size and total > self.settings.max_body_size:
+                    raise BodyTooLarge(
+                        f"request body exceeds the limit of {self.settings.max_body_size} bytes "
+                        "(ingest.max_body_size)"
+                    )
+                events = receiver.feed(chunk) if chunk else []
+                if not more:
+                    events += receiver.close()
+                for ev in events:
+                    if target is None:
+                        target = await self.registry.for_ingest(pid)
+                    verdict = await self._apply(target, receiver, stream, ev)
+                    stored += verdict is Verdict.NEW
+                    duplicates += verdict is Verdict.DUPLICATE
+            event(
+                log,
+                "ingest.finished",
+                channel=str(pid),
+                stream=stream,
+                peer=peer,
+                bytes=total,
+                stored=stored,
+                duplicates=duplicates,
+                ended=receiver.ended,
+            )
+            return 200, {"status": 200, "stored": stored, "duplicates": duplicates}
+        except _Disconnected:
+            event(
+                log,
+                "ingest.disconnected",
+                logging.WARNING,
+                channel=point,
+                stream=stream,
+                peer=peer,
+                stored=stored,
+                partial_bytes=receiver.buffered if receiver else 0,
+            )
+            return None
+        except Exception as exc:
+            return self._failure(exc, point, stream, peer=peer, stored=stored)
+
+    async def _next(self, receive: Receive) -> MutableMapping[str, Any]:
+        """The next ASGI message, or an error when the encoder stalls or the server stops."""
+        recv = asyncio.ensure_future(receive())
+        closing = asyncio.ensure_future(self.registry.closed.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {recv, closing}, timeout=self.settings.read_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            closing.cancel()
+        if recv in done:
+            return recv.result()
+        recv.cancel()
+        if closing in done:
+            raise ShuttingDown("the server is shutting down; reconnect to another origin")
+        raise IngestTimeout(
+            f"no data from the encoder for {self.settings.read_timeout:g} s (ingest.read_timeout)"
+        )
+
+    @staticmethod
+    async def _apply(
+        point: PublishingPoint, receiver: Fmp4Receiver, stream: str, ev: Event
+    ) -> Verdict | None:
+        if isinstance(ev, TracksDeclared):
+            await point.declare(stream, ev.tracks, ev.header)
+        elif isinstance(ev, FragmentReceived):
+            return await point.accept(ev.fragment)
+        elif isinstance(ev, StreamEnded):
+            await point.end([t.name for t in receiver.tracks], ev.reason)
+        return None
+
+    def _failure(self, exc: Exception, point: str, stream: str, **fields: Any) -> tuple[int, dict[str, Any]]:
+        status = status_for(exc)
+        body = error_body(exc, status)
+        level = logging.ERROR if status >= 500 else logging.WARNING
+        event(
+            log,
+            "ingest.rejected",
+            level,
+            channel=point,
+            stream=stream,
+            status=status,
+            reason=body["message"],
+            exc=exc if status == 500 else None,
+            **fields,
+        )
+        return status, body

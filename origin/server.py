@@ -1,0 +1,52 @@
+"""Run the application under Hypercorn until SIGTERM/SIGINT, then stop cleanly: refuse new ingest,
+let requests in flight finish (up to ``shutdown_timeout``), wait for writes in flight, exit 0."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+
+from conf.logs import event
+from conf.settings import Settings
+from origin.app import build_registry, create_app
+
+log = logging.getLogger("headwater.server")
+
+
+async def run(settings: Settings) -> None:
+    registry = build_registry(settings)
+    app = create_app(settings, registry)
+    host, port = settings.http_address
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.graceful_timeout = settings.shutdown_timeout
+    config.accesslog = None
+    config.keep_alive_timeout = 30
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def shutdown_trigger() -> None:
+        await stop.wait()
+        event(log, "server.stopping")
+        registry.closed.set()
+
+    event(
+        log,
+        "server.started",
+        http=f"{host}:{port}",
+        root=registry.store.store.describe(),
+        auto_create=settings.ingest.auto_create,
+    )
+    await serve(app, config, shutdown_trigger=shutdown_trigger)
+    try:
+        await asyncio.wait_for(registry.writes.wait_idle(), settings.shutdown_timeout)
+    except TimeoutError:
+        event(log, "server.writes_abandoned", logging.ERROR)
+    event(log, "server.stopped")

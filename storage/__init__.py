@@ -1,0 +1,1 @@
+"""The Store interface, its backends, key naming, the timeline index and the server manifest."""

@@ -1,0 +1,154 @@
+"""Persistent state of publishing points on a :class:`~storage.store.Store`, under the keys of
+:mod:`storage.keys`. Everything a process needs to resume a point is read back from here."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from typing import Any
+
+from media.cmaf import read_fragment
+from media.errors import MediaError
+from media.model import Fragment, Track, TrackKind
+from storage.errors import StorageError
+from storage.keys import PointId, fragment_time
+from storage.server_manifest import PointOptions, ServerManifest, parse_server_manifest, write_server_manifest
+from storage.store import Store
+from storage.timeline import FLAG_KEYFRAME, MAGIC, RECORD, Timeline, TimelineEntry, decode_index
+
+
+class PointState(StrEnum):
+    """Lifecycle of a publishing point (Unified Origin's states)."""
+
+    IDLE = "idle"
+    STARTED = "started"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class StateRecord:
+    state: PointState
+    since_ms: int
+
+
+def track_to_json(track: Track) -> bytes:
+    data: dict[str, Any] = {f.name: getattr(track, f.name) for f in fields(track) if f.name != "header"}
+    data["kind"] = track.kind.value
+    data["decoder_config"] = track.decoder_config.hex()
+    return json.dumps(data, indent=1).encode()
+
+
+def track_from_json(raw: bytes, header: bytes) -> Track:
+    data = json.loads(raw)
+    data["kind"] = TrackKind(data["kind"])
+    data["decoder_config"] = bytes.fromhex(data["decoder_config"])
+    return Track(header=header, **data)
+
+
+class PointStore:
+    """Reads and writes one store's publishing points."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # -- manifest and state -----------------------------------------------------------------
+
+    async def exists(self, pid: PointId) -> bool:
+        return await self.store.exists(pid.manifest_key)
+
+    async def read_manifest(self, pid: PointId, defaults: PointOptions) -> ServerManifest | None:
+        raw = await self.store.get_or_none(pid.manifest_key)
+        return None if raw is None else parse_server_manifest(raw, defaults)
+
+    async def write_manifest(self, pid: PointId, manifest: ServerManifest) -> None:
+        await self.store.put(pid.manifest_key, write_server_manifest(manifest))
+
+    async def read_state(self, pid: PointId) -> StateRecord:
+        raw = await self.store.get_or_none(pid.state_key)
+        if raw is None:
+            return StateRecord(PointState.IDLE, 0)
+        data = json.loads(raw)
+        return StateRecord(PointState(data["state"]), int(data["since_ms"]))
+
+    async def write_state(self, pid: PointId, record: StateRecord) -> None:
+        body = {"state": record.state.value, "since_ms": record.since_ms}
+        await self.store.put(pid.state_key, json.dumps(body).encode())
+
+    async def delete(self, pid: PointId) -> int:
+        return await self.store.delete_prefix(pid.prefix)
+
+    # -- ingest headers and tracks ----------------------------------------------------------
+
+    async def read_ingest_header(self, pid: PointId, stream: str) -> bytes | None:
+        return await self.store.get_or_none(pid.ingest_header_key(stream))
+
+    async def write_ingest_header(self, pid: PointId, stream: str, header: bytes) -> None:
+        await self.store.put(pid.ingest_header_key(stream), header)
+
+    async def write_track(self, pid: PointId, track: Track) -> None:
+        await self.store.put(pid.track_header_key(track.name), track.header)
+        await self.store.put(pid.track_info_key(track.name), track_to_json(track))
+
+    async def read_tracks(self, pid: PointId) -> list[Track]:
+        tracks = []
+        for key in await self.store.list(pid.tracks_prefix):
+            if not key.endswith("/track.json"):
+                continue
+            name = key.rsplit("/", 2)[-2]
+            header = await self.store.get(pid.track_header_key(name))
+            try:
+                tracks.append(track_from_json(await self.store.get(key), header))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise StorageError(f"track description {key!r} is unreadable: {exc}") from exc
+        return tracks
+
+    # -- fragments and the timeline ---------------------------------------------------------
+
+    async def write_fragment(
+        self, pid: PointId, fragment: Fragment, wallclock_ms: int, flags: int
+    ) -> TimelineEntry:
+        """Store the fragment, then index it: once this returns, the fragment is durable."""
+        key = pid.fragment_key(fragment.track, fragment.decode_time)
+        await self.store.put(key, fragment.data)
+        entry = TimelineEntry(
+            fragment.decode_time, fragment.duration, len(fragment.data), wallclock_ms, flags
+        )
+        index_key = pid.index_key(fragment.track)
+        if not await self.store.exists(index_key):
+            await self.store.append(index_key, MAGIC)
+        await self.store.append(index_key, bytes(entry))
+        return entry
+
+    async def read_fragment(self, pid: PointId, track: str, decode_time: int) -> bytes:
+        return await self.store.get(pid.fragment_key(track, decode_time))
+
+    async def load_timeline(self, pid: PointId, track: str) -> Timeline:
+        """The track's index, repaired after a crash: a partial last record is dropped, and fragments
+        stored after the last indexed one (killed between the two writes) are read and indexed."""
+        index_key = pid.index_key(track)
+        raw = await self.store.get_or_none(index_key) or b""
+        entries = decode_index(raw)
+        clean = not raw or len(raw) == len(MAGIC) + len(entries) * RECORD.size
+        last = entries[-1].decode_time if entries else -1
+        repaired: list[TimelineEntry] = []
+        for key in await self.store.list(pid.track_prefix(track)):
+            time = fragment_time(key)
+            if time is None or time <= last:
+                continue
+            data = await self.store.get(key)
+            try:
+                decode_time, samples, _ = read_fragment(data)
+            except MediaError as exc:
+                raise StorageError(f"stored fragment {key!r} is unreadable: {exc}") from exc
+            previous = repaired[-1] if repaired else (entries[-1] if entries else None)
+            # The ingest clock of an unindexed fragment is lost; its predecessor's is the best bound.
+            wallclock = previous.wallclock_ms if previous else 0
+            flags = FLAG_KEYFRAME if samples and samples[0].is_sync else 0
+            repaired.append(
+                TimelineEntry(decode_time, sum(s.duration for s in samples), len(data), wallclock, flags)
+            )
+        if repaired or not clean:
+            entries += repaired
+            await self.store.put(index_key, MAGIC + b"".join(bytes(e) for e in entries))
+        return Timeline(entries)

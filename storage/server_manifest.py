@@ -1,0 +1,152 @@
+"""The server manifest (``<name>.isml``): a SMIL 2.0 document whose ``head`` holds the publishing
+point's options as ``<meta name content>`` and whose ``body`` lists the ingested tracks, the form
+Unified Origin writes (so its manifests can be PUT here unchanged).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, fields, replace
+from fractions import Fraction
+from typing import Any
+
+from media.model import Track
+from storage.errors import InvalidOption
+
+SMIL_NS = "http://www.w3.org/2001/SMIL20/Language"
+MAX_MANIFEST_BYTES = 1 << 20
+
+
+def _bool(option: str, text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise InvalidOption(option, f"expected true or false, got {text!r}")
+
+
+def _seconds(option: str, text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise InvalidOption(option, f"expected a whole number of seconds, got {text!r}") from None
+    if value < 0:
+        raise InvalidOption(option, f"must not be negative, got {value}")
+    return value
+
+
+def _duration(option: str, text: str) -> Fraction:
+    """Seconds as a decimal (``2.5``) or a ratio (``48/25``), kept exact."""
+    try:
+        value = Fraction(text.strip())
+    except (ValueError, ZeroDivisionError):
+        raise InvalidOption(option, f"expected seconds such as 2, 2.5 or 48/25, got {text!r}") from None
+    if value < 0 or value > 3600:
+        raise InvalidOption(option, f"must be between 0 and 3600 seconds, got {text!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class PointOptions:
+    """Options a publishing point honours (Unified Origin names; ``0`` means "no limit" / "one
+    fragment")."""
+
+    archiving: bool = True
+    archive_length: int = 0  # seconds kept; 0 = everything
+    dvr_window_length: int = 30  # seconds in live manifests
+    restart_on_encoder_reconnect: bool = False
+    hls_minimum_fragment_length: Fraction = Fraction(0)
+    mpd_minimum_fragment_length: Fraction = Fraction(0)
+    iss_minimum_fragment_length: Fraction = Fraction(0)
+
+    def with_values(self, values: dict[str, str]) -> PointOptions:
+        """These options with ``values`` (option name → text) applied; dotted names
+        (``hls.minimum_fragment_length``) are accepted as the underscore form."""
+        changes: dict[str, Any] = {}
+        for raw_name, text in values.items():
+            name = raw_name.replace(".", "_")
+            parser = OPTION_PARSERS.get(name)
+            if parser is None:
+                raise InvalidOption(raw_name, f"unknown option; known: {', '.join(sorted(OPTION_PARSERS))}")
+            changes[name] = parser(name, text)
+        return replace(self, **changes)
+
+    def as_text(self) -> dict[str, str]:
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = str(value).lower() if isinstance(value, bool) else str(value)
+        return out
+
+
+OPTION_PARSERS: dict[str, Any] = {
+    "archiving": _bool,
+    "archive_length": _seconds,
+    "dvr_window_length": _seconds,
+    "restart_on_encoder_reconnect": _bool,
+    "hls_minimum_fragment_length": _duration,
+    "mpd_minimum_fragment_length": _duration,
+    "iss_minimum_fragment_length": _duration,
+}
+
+# Metadata Unified Origin manifests carry that describes its own files; accepted and ignored.
+IGNORED_META = {"clientManifestRelativePath", "creator", "generator"}
+
+
+@dataclass(frozen=True)
+class ServerManifest:
+    options: PointOptions = PointOptions()
+    tracks: tuple[Track, ...] = ()
+
+    def with_tracks(self, tracks: list[Track]) -> ServerManifest:
+        return replace(self, tracks=tuple(tracks))
+
+
+def parse_server_manifest(data: bytes, defaults: PointOptions) -> ServerManifest:
+    """Options from a SMIL server manifest; the body's track list is not read back (tracks come
+    from the store). Unknown options raise :class:`InvalidOption` naming them."""
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise InvalidOption("server manifest", f"larger than {MAX_MANIFEST_BYTES} bytes")
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError as exc:
+        raise InvalidOption("server manifest", f"not well-formed XML: {exc}") from None
+    if root.tag.rsplit("}", 1)[-1] != "smil":
+        raise InvalidOption("server manifest", f"root element is <{root.tag}>, expected <smil>")
+    values = {}
+    for meta in root.iter():
+        if meta.tag.rsplit("}", 1)[-1] != "meta":
+            continue
+        name, content = meta.get("name"), meta.get("content")
+        if name is None or content is None:
+            raise InvalidOption("server manifest", "<meta> needs both name and content")
+        if name not in IGNORED_META:
+            values[name] = content
+    return ServerManifest(defaults.with_values(values))
+
+
+def write_server_manifest(manifest: ServerManifest) -> bytes:
+    ET.register_namespace("", SMIL_NS)
+    smil = ET.Element(f"{{{SMIL_NS}}}smil")
+    head = ET.SubElement(smil, f"{{{SMIL_NS}}}head")
+    for name, value in manifest.options.as_text().items():
+        ET.SubElement(head, f"{{{SMIL_NS}}}meta", name=name, content=value)
+    switch = ET.SubElement(ET.SubElement(smil, f"{{{SMIL_NS}}}body"), f"{{{SMIL_NS}}}switch")
+    tags = {"video": "video", "audio": "audio", "text": "textstream"}
+    for track in manifest.tracks:
+        elem = ET.SubElement(
+            switch, f"{{{SMIL_NS}}}{tags[track.kind.value]}", src=track.name, systemBitrate=str(track.bitrate)
+        )
+        params = {
+            "trackName": track.name.split("=", 1)[0],
+            "codecs": track.codec_string,
+            "timescale": str(track.timescale),
+            "systemLanguage": track.language,
+        }
+        for key, value in params.items():
+            ET.SubElement(elem, f"{{{SMIL_NS}}}param", name=key, value=value, valuetype="data")
+    ET.indent(smil, "  ")
+    return (
+        b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(smil, encoding="unicode").encode() + b"\n"
+    )

@@ -1,0 +1,46 @@
+"""The Store interface: a flat key space of immutable-once-written objects plus append-only logs.
+
+Backends: :mod:`storage.disk` (a folder). Keys come from :mod:`storage.keys` only.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from storage.errors import KeyNotFound
+
+
+class Store(ABC):
+    """Durable object storage. ``put`` is atomic: readers see the old object or the new one, never a
+    part; when it returns, the object survives a crash of this process."""
+
+    @abstractmethod
+    async def put(self, key: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    async def get(self, key: str) -> bytes:
+        """The object's bytes; :class:`~storage.errors.KeyNotFound` if there is none."""
+
+    @abstractmethod
+    async def append(self, key: str, data: bytes) -> None:
+        """Add ``data`` at the end of the object, creating it if needed."""
+
+    @abstractmethod
+    async def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    async def list(self, prefix: str) -> list[str]:
+        """Every key under ``prefix`` (recursively), sorted."""
+
+    @abstractmethod
+    async def delete_prefix(self, prefix: str) -> int:
+        """Delete every key under ``prefix``; returns how many were deleted."""
+
+    async def get_or_none(self, key: str) -> bytes | None:
+        try:
+            return await self.get(key)
+        except KeyNotFound:
+            return None
+
+    def describe(self) -> str:
+        return type(self).__name__
