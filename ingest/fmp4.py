@@ -33,7 +33,8 @@ from media.cmaf import track_from_trak, write_fragment
 from media.errors import BoxError
 from media.model import Fragment, Sample, Track
 
-SKIPPED_BOXES = {b"free", b"skip", b"sidx", b"prft", b"emsg", b"udta", b"meta", b"ssix"}
+SKIPPED_BOXES = frozenset({b"free", b"skip", b"sidx", b"prft", b"emsg", b"udta", b"meta", b"ssix"})
+TOP_LEVEL = SKIPPED_BOXES | {b"ftyp", b"styp", b"uuid", b"moov", b"moof", b"mdat", b"mfra"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +127,7 @@ class Fmp4Receiver:
     ended: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
-        self._reader = BoxReader(self.max_box_size)
+        self._reader = BoxReader(self.max_box_size, allowed_types=TOP_LEVEL)
         if self.known_header:
             restore = BoxReader(len(self.known_header) + 1)
             for box in restore.feed(self.known_header):
@@ -213,12 +214,6 @@ class Fmp4Receiver:
         elif kind == b"mfra":
             self.ended = True
             return [StreamEnded("mfra")]
-        elif kind not in SKIPPED_BOXES:
-            raise BoxError(
-                f"unexpected top-level box {kind.decode('latin-1')!r}",
-                path=kind.decode("latin-1"),
-                offset=raw.offset,
-            )
         return []
 
     def _on_moov(self, raw: RawTopBox) -> list[Event]:

@@ -80,6 +80,7 @@ class PublishingPoint:
         self._locks: dict[str, asyncio.Lock] = {}
         self._ingest_headers: dict[str, bytes] = {}
         self._ended: set[str] = set()
+        self._state_lock = asyncio.Lock()
 
     @property
     def options(self) -> PointOptions:
@@ -109,13 +110,16 @@ class PublishingPoint:
         return self._ingest_headers[stream]
 
     async def _set_state(self, state: PointState) -> None:
-        if self.state.state is state:
-            return
-        record = StateRecord(state, now_ms())
-        async with self._writes.writing():
-            await self._points.write_state(self.pid, record)
-        event(log, "point.state", channel=str(self.pid), state=state.value, previous=self.state.state.value)
-        self.state = record
+        async with self._state_lock:
+            if self.state.state is state:
+                return
+            record = StateRecord(state, now_ms())
+            async with self._writes.writing():
+                await self._points.write_state(self.pid, record)
+            event(
+                log, "point.state", channel=str(self.pid), state=state.value, previous=self.state.state.value
+            )
+            self.state = record
 
     async def declare(self, stream: str, tracks: tuple[Track, ...], header: bytes) -> None:
         """Register the tracks a header declares. A header re-sent for known tracks continues them;

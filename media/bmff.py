@@ -170,11 +170,16 @@ class BoxReader:
 
     ``feed`` takes any piece of the stream and returns the boxes it completes. It holds at most one
     box plus one partial header, so memory is bounded by ``max_box_size``: a header announcing a
-    larger box raises :class:`BoxTooLarge` before any of its payload is buffered.
+    larger box raises :class:`BoxTooLarge` before any of its payload is buffered. With
+    ``allowed_types``, a box of another type is refused from its header (input that is not ISO-BMFF
+    at all is recognised before its first four bytes are mistaken for a size).
     """
 
-    def __init__(self, max_box_size: int, *, offset: int = 0) -> None:
+    def __init__(
+        self, max_box_size: int, *, offset: int = 0, allowed_types: frozenset[bytes] | None = None
+    ) -> None:
         self.max_box_size = max_box_size
+        self.allowed_types = allowed_types
         self._buf = bytearray()
         self._offset = offset  # absolute offset of _buf[0]
         self._header: BoxHeader | None = None
@@ -196,6 +201,12 @@ class BoxReader:
                 self._header = parse_header(self._buf, 0, path="", base=self._offset)
                 if self._header is None:
                     return out
+                if self.allowed_types is not None and self._header.type not in self.allowed_types:
+                    raise BoxError(
+                        f"not an expected top-level ISO-BMFF box: type bytes {self._header.type.hex()} "
+                        f"({self._header.type.decode('latin-1')!r})",
+                        offset=self._offset,
+                    )
                 if self._header.size > self.max_box_size:
                     raise BoxTooLarge(
                         f"box of {self._header.size} bytes exceeds the limit of {self.max_box_size}",

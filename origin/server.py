@@ -25,6 +25,7 @@ async def run(settings: Settings) -> None:
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.graceful_timeout = settings.shutdown_timeout
     config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
     config.keep_alive_timeout = 30
 
     stop = asyncio.Event()

@@ -1,0 +1,147 @@
+"""Shared fixtures: a real ``headwater serve`` process on a loopback port, and ffmpeg helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true", help="rewrite golden files from the output")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--update-golden"):
+        os.environ["HEADWATER_UPDATE_GOLDEN"] = "1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    """One ``headwater serve`` child process. ``restart`` keeps the content root."""
+
+    root: Path
+    log_path: Path
+    settings: list[str] = field(default_factory=list)
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Server:
+        self.port = self.port or free_port()  # a restart keeps its address, as encoders expect
+        args = [sys.executable, "-m", "origin.cli", "serve", "--root", str(self.root),
+                "--http", f"127.0.0.1:{self.port}", "--set", "log.level=debug"]
+        for item in self.settings:
+            args += ["--set", item]
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(args, stdout=log, stderr=log)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=0.5).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError("server did not answer /healthz within 15 s")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def restart(self) -> Server:
+        self.stop()
+        return self.start()
+
+    def events(self, name: str | None = None) -> list[dict[str, object]]:
+        out = []
+        for line in self.log_path.read_text().splitlines():
+            if line.startswith("{"):
+                entry = json.loads(line)
+                if name is None or entry.get("event") == name:
+                    out.append(entry)
+        return out
+
+    def state(self, point: str) -> dict[str, object]:
+        response = httpx.get(f"{self.url}/{point}.isml/state", timeout=5)
+        response.raise_for_status()
+        data: dict[str, object] = response.json()
+        return data
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[object]:
+    """``make_server(*settings)`` starts a server on its own content root; all are stopped after."""
+    servers: list[Server] = []
+
+    def make(*settings: str, root: Path | None = None) -> Server:
+        n = len(servers)
+        server = Server(root or tmp_path / f"root{n}", tmp_path / f"server{n}.log", list(settings))
+        servers.append(server)
+        return server.start()
+
+    yield make
+    for server in servers:
+        if server.proc is not None:
+            server.stop()
+
+
+@pytest.fixture
+def server(make_server: object) -> Server:
+    return make_server()  # type: ignore[operator,no-any-return]
+
+
+def run_ffmpeg(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )
+
+
+def probe(path: Path) -> dict[str, object]:
+    """ffprobe's view of a file's first stream: codec, decoded frame count, duration."""
+    result = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-show_entries",
+         "stream=codec_name,nb_read_frames,duration,width,height,sample_rate", "-of", "json", str(path)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    streams = json.loads(result.stdout)["streams"]
+    assert len(streams) == 1, streams
+    stream: dict[str, object] = streams[0]
+    return stream
+
+
+def track_file(root: Path, point: str, track: str, out: Path) -> Path:
+    """A stored track as one file: its CMAF header followed by its fragments in decode order."""
+    folder = root / point / "_tracks" / track
+    fragments = sorted(folder.glob("*.m4s"))
+    out.write_bytes((folder / "header.mp4").read_bytes() + b"".join(f.read_bytes() for f in fragments))
+    return out
