@@ -60,7 +60,7 @@ def cmd_create(args: argparse.Namespace) -> int:
     options = settings.points.with_values(values)
     store = PointStore(open_store(settings.root, fsync=settings.storage.fsync))
     registry = PointRegistry(store, settings.points, auto_create=False)
-    point = asyncio.run(registry.create(PointId.parse(args.point.removesuffix(".isml")), options))
+    point = asyncio.run(registry.create(PointId.parse(args.point.strip("/").removesuffix(".isml")), options))
     print(f"created /{point.pid}.isml in {settings.root}")
     return 0
 

@@ -46,8 +46,9 @@ class PointId:
 
     @classmethod
     def parse(cls, path: str) -> PointId:
-        """From the URL path before ``.isml`` (leading slash optional)."""
-        parts = tuple(path.strip("/").split("/")) if path.strip("/") else ()
+        """From the URL path between the leading slash and ``.isml``. Empty segments (``//``, a
+        leading or trailing slash) are refused like any other invalid segment."""
+        parts = tuple(path.split("/")) if path else ()
         if not parts or len(parts) > MAX_DEPTH:
             raise InvalidName(f"publishing point path must have 1 to {MAX_DEPTH} segments")
         for part in parts:
