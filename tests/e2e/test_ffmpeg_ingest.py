@@ -123,3 +123,23 @@ def test_sigterm_finishes_writes_and_exits_zero(server: Server) -> None:
     for track in stored:
         logged = sum(1 for e in server.events("fragment.stored") if e["track"] == track)
         assert counts[track] == logged
+
+
+def test_redundant_encoders_first_arrival_wins(server: Server, tmp_path: Path) -> None:
+    """Two encoders push the same stream at once; each fragment is stored once, whoever is first."""
+    pushes = [
+        subprocess.Popen(["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error",
+                          *smooth_args(f"{server.url}/live/twin.isml/Streams(encoder{n})", "-re")],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for n in (1, 2)
+    ]
+    for push in pushes:
+        _, err = push.communicate(timeout=60)
+        assert push.returncode == 0, err
+    state = server.state("live/twin")
+    assert {t["name"]: t["fragments"] for t in state["tracks"]} == {  # type: ignore[attr-defined]
+        "video=400000": 3, "video=200000": 3, "audio=64000": 3,
+    }
+    assert not server.events("ingest.rejected")
+    video = probe(track_file(server.root, "live/twin", "video=400000", tmp_path / "v.mp4"))
+    assert int(video["nb_read_frames"]) == 25 * SECONDS  # type: ignore[call-overload]
