@@ -49,8 +49,18 @@ class Server:
 
     def start(self) -> Server:
         self.port = self.port or free_port()  # a restart keeps its address, as encoders expect
-        args = [sys.executable, "-m", "origin.cli", "serve", "--root", str(self.root),
-                "--http", f"127.0.0.1:{self.port}", "--set", "log.level=debug"]
+        args = [
+            sys.executable,
+            "-m",
+            "origin.cli",
+            "serve",
+            "--root",
+            str(self.root),
+            "--http",
+            f"127.0.0.1:{self.port}",
+            "--set",
+            "log.level=debug",
+        ]
         for item in self.settings:
             args += ["--set", item]
         log = self.log_path.open("ab")
@@ -122,16 +132,31 @@ def server(make_server: object) -> Server:
 def run_ffmpeg(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args],
-        capture_output=True, text=True, timeout=timeout, check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
 def probe(path: Path) -> dict[str, object]:
     """ffprobe's view of a file's first stream: codec, decoded frame count, duration."""
     result = subprocess.run(
-        ["ffprobe", "-v", "error", "-count_frames", "-show_entries",
-         "stream=codec_name,nb_read_frames,duration,width,height,sample_rate", "-of", "json", str(path)],
-        capture_output=True, text=True, timeout=60, check=True,
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_name,nb_read_frames,duration,width,height,sample_rate",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     streams = json.loads(result.stdout)["streams"]
     assert len(streams) == 1, streams

@@ -12,7 +12,13 @@ import httpx
 import pytest
 
 from media.bmff import BoxReader
-from media.boxes import MovieFragmentBox, SegmentTypeBox, TrackFragmentBox, TrackFragmentDecodeTimeBox, parse_box
+from media.boxes import (
+    MovieFragmentBox,
+    SegmentTypeBox,
+    TrackFragmentBox,
+    TrackFragmentDecodeTimeBox,
+    parse_box,
+)
 from tests.conftest import Server, probe, run_ffmpeg, track_file
 from tests.e2e.test_ffmpeg_ingest import smooth_args
 
@@ -27,7 +33,8 @@ def test_kill9_mid_ingest_then_encoder_reconnects(server: Server, tmp_path: Path
     url = f"{server.url}/live/crash.isml/Streams(encoder1)"
     push = subprocess.Popen(
         ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", *smooth_args(url, "-re")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and len(server.events("fragment.stored")) < 6:
@@ -78,9 +85,25 @@ def cmaf_pieces(tmp_path: Path) -> tuple[bytes, list[bytes]]:
     """A CMAF header and its segments (moof + mdat each), as a one-request-per-segment encoder
     sends them, cut from a file ffmpeg wrote."""
     out = tmp_path / "video.cmfv"
-    result = run_ffmpeg("-f", "lavfi", "-t", "8", "-i", "testsrc2=size=160x90:rate=25", "-c:v", "libx264",
-                        "-preset", "ultrafast", "-g", "50", "-f", "mp4", "-movflags",
-                        "empty_moov+separate_moof+default_base_moof+frag_keyframe+cmaf", str(out))
+    result = run_ffmpeg(
+        "-f",
+        "lavfi",
+        "-t",
+        "8",
+        "-i",
+        "testsrc2=size=160x90:rate=25",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "50",
+        "-f",
+        "mp4",
+        "-movflags",
+        "empty_moov+separate_moof+default_base_moof+frag_keyframe+cmaf",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     boxes = BoxReader(1 << 30).feed(out.read_bytes())
     header = b"".join(b.data for b in boxes if b.type in (b"ftyp", b"moov"))

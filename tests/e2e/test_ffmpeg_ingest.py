@@ -24,9 +24,31 @@ X264 = ["-c:v", "libx264", "-preset", "ultrafast", "-g", "50", "-keyint_min", "5
 def smooth_args(url: str, *extra: str) -> list[str]:
     """Two video bitrates and one audio track in one Smooth POST, 2 s fragments."""
     return [
-        *extra, *VIDEO, *AUDIO, "-map", "0:v", "-map", "0:v", "-map", "1:a", *X264,
-        "-b:v:0", "400k", "-b:v:1", "200k", "-s:v:1", "160x90", "-c:a", "aac", "-b:a", "64k",
-        "-movflags", "isml+frag_keyframe", "-f", "ismv", url,
+        *extra,
+        *VIDEO,
+        *AUDIO,
+        "-map",
+        "0:v",
+        "-map",
+        "0:v",
+        "-map",
+        "1:a",
+        *X264,
+        "-b:v:0",
+        "400k",
+        "-b:v:1",
+        "200k",
+        "-s:v:1",
+        "160x90",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "64k",
+        "-movflags",
+        "isml+frag_keyframe",
+        "-f",
+        "ismv",
+        url,
     ]
 
 
@@ -61,13 +83,44 @@ def cmaf_push(url: str, *, seconds: int = SECONDS, realtime: bool = False) -> su
     """One ffmpeg, two outputs: a video and an audio CMAF ingest POST (DASH-IF interface 1)."""
     pace = ["-re"] if realtime else []
     args = [
-        "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error",
-        *pace, "-f", "lavfi", "-t", str(seconds), "-i", "testsrc2=size=320x180:rate=25",
-        *pace, "-f", "lavfi", "-t", str(seconds), "-i", "sine=f=440:sample_rate=48000",
-        "-map", "0:v", *X264, "-f", "mp4",
-        "-movflags", "empty_moov+separate_moof+default_base_moof+frag_keyframe+cmaf", f"{url}/Streams(video.cmfv)",
-        "-map", "1:a", "-c:a", "aac", "-frag_duration", "2000000", "-f", "mp4",
-        "-movflags", "empty_moov+separate_moof+default_base_moof+cmaf", f"{url}/Streams(audio.cmfa)",
+        "ffmpeg",
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        *pace,
+        "-f",
+        "lavfi",
+        "-t",
+        str(seconds),
+        "-i",
+        "testsrc2=size=320x180:rate=25",
+        *pace,
+        "-f",
+        "lavfi",
+        "-t",
+        str(seconds),
+        "-i",
+        "sine=f=440:sample_rate=48000",
+        "-map",
+        "0:v",
+        *X264,
+        "-f",
+        "mp4",
+        "-movflags",
+        "empty_moov+separate_moof+default_base_moof+frag_keyframe+cmaf",
+        f"{url}/Streams(video.cmfv)",
+        "-map",
+        "1:a",
+        "-c:a",
+        "aac",
+        "-frag_duration",
+        "2000000",
+        "-f",
+        "mp4",
+        "-movflags",
+        "empty_moov+separate_moof+default_base_moof+cmaf",
+        f"{url}/Streams(audio.cmfa)",
     ]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -128,9 +181,19 @@ def test_sigterm_finishes_writes_and_exits_zero(server: Server) -> None:
 def test_redundant_encoders_first_arrival_wins(server: Server, tmp_path: Path) -> None:
     """Two encoders push the same stream at once; each fragment is stored once, whoever is first."""
     pushes = [
-        subprocess.Popen(["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error",
-                          *smooth_args(f"{server.url}/live/twin.isml/Streams(encoder{n})", "-re")],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [
+                "ffmpeg",
+                "-hide_banner",
+                "-nostdin",
+                "-loglevel",
+                "error",
+                *smooth_args(f"{server.url}/live/twin.isml/Streams(encoder{n})", "-re"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for n in (1, 2)
     ]
     for push in pushes:
@@ -138,7 +201,9 @@ def test_redundant_encoders_first_arrival_wins(server: Server, tmp_path: Path) -
         assert push.returncode == 0, err
     state = server.state("live/twin")
     assert {t["name"]: t["fragments"] for t in state["tracks"]} == {  # type: ignore[attr-defined]
-        "video=400000": 3, "video=200000": 3, "audio=64000": 3,
+        "video=400000": 3,
+        "video=200000": 3,
+        "audio=64000": 3,
     }
     assert not server.events("ingest.rejected")
     video = probe(track_file(server.root, "live/twin", "video=400000", tmp_path / "v.mp4"))

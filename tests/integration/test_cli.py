@@ -10,8 +10,14 @@ from tests.conftest import run_ffmpeg
 
 
 def headwater(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "origin.cli", *args], capture_output=True, text=True,
-                          timeout=60, check=False, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "origin.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
 
 
 def test_create_then_refuse_duplicate(tmp_path: Path) -> None:
@@ -40,8 +46,23 @@ def test_settings_errors_name_the_setting(tmp_path: Path) -> None:
 
 def test_inspect_prints_the_box_tree(tmp_path: Path) -> None:
     out = tmp_path / "clip.ismv"
-    made = run_ffmpeg("-f", "lavfi", "-t", "1", "-i", "testsrc2=size=160x90:rate=25", "-c:v", "libx264",
-                      "-preset", "ultrafast", "-movflags", "isml+frag_keyframe", "-f", "ismv", str(out))
+    made = run_ffmpeg(
+        "-f",
+        "lavfi",
+        "-t",
+        "1",
+        "-i",
+        "testsrc2=size=160x90:rate=25",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-movflags",
+        "isml+frag_keyframe",
+        "-f",
+        "ismv",
+        str(out),
+    )
     assert made.returncode == 0, made.stderr
     result = headwater("inspect", str(out))
     assert result.returncode == 0, result.stderr

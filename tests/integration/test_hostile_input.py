@@ -19,8 +19,25 @@ CMAF_FLAGS = "empty_moov+separate_moof+default_base_moof+frag_keyframe+cmaf"
 @pytest.fixture(scope="module")
 def cmaf_video(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     out = tmp_path_factory.mktemp("media") / "video.cmfv"
-    result = run_ffmpeg("-f", "lavfi", "-t", "4", "-i", "testsrc2=size=160x90:rate=25", "-c:v", "libx264",
-                        "-preset", "ultrafast", "-g", "25", "-f", "mp4", "-movflags", CMAF_FLAGS, str(out))
+    result = run_ffmpeg(
+        "-f",
+        "lavfi",
+        "-t",
+        "4",
+        "-i",
+        "testsrc2=size=160x90:rate=25",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "25",
+        "-f",
+        "mp4",
+        "-movflags",
+        CMAF_FLAGS,
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     return out.read_bytes()
 
@@ -57,7 +74,9 @@ def test_bad_media_each_get_a_precise_answer(server: Server, cmaf_video: bytes) 
     # Not ISO-BMFF at all.
     answer = post("text", b"GET / HTTP/1.1\r\nHost: example\r\n\r\n" * 4)
     assert answer.status_code == 400
-    assert "not an expected top-level ISO-BMFF box" in answer.json()["message"] and answer.json()["offset"] == 0
+    assert (
+        "not an expected top-level ISO-BMFF box" in answer.json()["message"] and answer.json()["offset"] == 0
+    )
 
     # Truncated: the body ends in the middle of the moov.
     answer = post("cut", header[:-100])
@@ -151,10 +170,13 @@ def test_publishing_point_api(make_server: object, cmaf_video: bytes) -> None:
     assert not (server.root / "live").exists()
 
     # Options are checked and named.
-    bad = b'<smil xmlns="http://www.w3.org/2001/SMIL20/Language"><head><meta name="dvr_window_length" content="-3"/></head></smil>'
+    bad = (
+        b'<smil xmlns="http://www.w3.org/2001/SMIL20/Language"><head>'
+        b'<meta name="dvr_window_length" content="-3"/></head></smil>'
+    )
     answer = httpx.put(point, content=bad)
     assert answer.status_code == 400 and answer.json()["option"] == "dvr_window_length"
-    answer = httpx.put(point, content=b"<smil><head><meta name=\"dvr_windw\" content=\"3\"/></head></smil>")
+    answer = httpx.put(point, content=b'<smil><head><meta name="dvr_windw" content="3"/></head></smil>')
     assert answer.status_code == 400 and answer.json()["option"] == "dvr_windw"
     answer = httpx.put(point, content=b"<smil><unclosed>")
     assert answer.status_code == 400
