@@ -29,6 +29,8 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    converter = time.gmtime  # type: ignore[assignment]  # UTC, as the JSON logs
+
     def format(self, record: logging.LogRecord) -> str:
         extra = " ".join(
             f"{k}={v}" for k, v in record.__dict__.items() if k not in _RESERVED and not k.startswith("_")

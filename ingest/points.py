@@ -80,6 +80,7 @@ class PublishingPoint:
         self._locks: dict[str, asyncio.Lock] = {}
         self._ingest_headers: dict[str, bytes] = {}
         self._ended: set[str] = set()
+        self.connections = 0  # ingest requests in progress
         self._state_lock = asyncio.Lock()
 
     @property
@@ -322,8 +323,11 @@ class PointRegistry:
         point = await self.get(pid)
         if point is None:
             raise PointNotFound(f"publishing point {str(pid)!r} does not exist")
-        if point.state.state is PointState.STARTED:
-            raise PointBusy(f"publishing point {str(pid)!r} is receiving a stream; stop the encoder first")
+        if point.connections:
+            raise PointBusy(
+                f"publishing point {str(pid)!r} is receiving {point.connections} ingest connection(s); "
+                "stop the encoder first"
+            )
         async with self._lock, self.writes.writing():
             await self.store.delete(pid)
             self._points.pop(pid, None)

@@ -68,12 +68,16 @@ class Box:
         return kids if isinstance(kids, list) else []
 
     def describe(self) -> str:
-        """One line of the box's fields for :func:`dump` (children are dumped separately)."""
+        """One line of the box's fields for :func:`dump` (children are dumped separately). Absent
+        optional fields, and boilerplate fields holding their usual value, are left out."""
         parts = []
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            if f.name in ("children", "samples", "entries_raw"):
+            value = getattr(self, f.name)
+            if f.name in ("children", "samples") or value is None:
                 continue
-            parts.append(f"{f.name}={_show(getattr(self, f.name))}")
+            if f.name in _QUIET_FIELDS and f.default is not dataclasses.MISSING and value == f.default:
+                continue
+            parts.append(f"{f.name}={_show(value)}")
         return " ".join(parts)
 
     # -- navigation -------------------------------------------------------------------------
@@ -94,6 +98,29 @@ class Box:
 
     def all(self, cls: type[B]) -> list[B]:
         return [c for c in self.subboxes() if isinstance(c, cls)]
+
+
+_QUIET_FIELDS = frozenset(
+    {
+        "matrix",
+        "creation_time",
+        "modification_time",
+        "rate",
+        "volume",
+        "resolution",
+        "depth",
+        "layer",
+        "alternate_group",
+        "data_reference_index",
+        "width_fraction",
+        "height_fraction",
+        "qt_version",
+        "qt_extra",
+        "compressor_name",
+        "flags",
+        "version",
+    }
+)
 
 
 def _show(value: object) -> str:

@@ -88,7 +88,12 @@ def create_app(settings: Settings, registry: PointRegistry | None = None) -> Qua
     @app.errorhandler(Exception)
     async def on_error(exc: Exception) -> Any:
         if isinstance(exc, HTTPException):
-            return exc
+            code = exc.code or 500
+            return {
+                "status": code,
+                "error": (exc.name or "error").lower().replace(" ", "_"),
+                "message": exc.description or exc.name,
+            }, code
         status = status_for(exc)
         body = error_body(exc, status)
         event(
@@ -101,7 +106,7 @@ def create_app(settings: Settings, registry: PointRegistry | None = None) -> Qua
             reason=body["message"],
             exc=exc if status == 500 else None,
         )
-        return body, status
+        return body, status, {"Retry-After": "5"} if status == 503 else {}
 
     app.asgi_app = IngestEndpoint(app.asgi_app, registry, settings.ingest)  # type: ignore[method-assign,assignment,arg-type]
     return app

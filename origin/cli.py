@@ -56,7 +56,12 @@ def cmd_create(args: argparse.Namespace) -> int:
     from storage.roots import open_store
 
     settings = _settings(args)
-    values = dict(item.partition("=")[::2] for item in args.option)
+    values = {}
+    for item in args.option:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SettingsError(f"--option {item!r}: expected NAME=VALUE, e.g. dvr_window_length=60")
+        values[name.strip()] = value
     options = settings.points.with_values(values)
     store = PointStore(open_store(settings.root, fsync=settings.storage.fsync))
     registry = PointRegistry(store, settings.points, auto_create=False)
@@ -102,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result: int = args.func(args)
         return result
+    except BrokenPipeError:  # output piped into `head`
+        sys.stderr.close()
+        return 0
     except (SettingsError, MediaError, ValueError, OSError) as exc:
         print(f"headwater: {exc}", file=sys.stderr)
         return 2

@@ -130,6 +130,7 @@ class IngestEndpoint:
                 for ev in events:
                     if target is None:
                         target = await self.registry.for_ingest(pid)
+                        target.connections += 1
                     verdict = await self._apply(target, receiver, stream, ev)
                     stored += verdict is Verdict.NEW
                     duplicates += verdict is Verdict.DUPLICATE
@@ -159,6 +160,9 @@ class IngestEndpoint:
             return None
         except Exception as exc:
             return self._failure(exc, point, stream, peer=peer, stored=stored)
+        finally:
+            if target is not None:
+                target.connections -= 1
 
     async def _next(self, receive: Receive) -> MutableMapping[str, Any]:
         """The next ASGI message, or an error when the encoder stalls or the server stops."""

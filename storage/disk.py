@@ -89,10 +89,31 @@ class DiskStore(Store):
                     keys.append((rel / name).as_posix())
         return sorted(keys)
 
+    async def delete(self, key: str) -> bool:
+        path = self._path(key)
+        try:
+            await aiofiles.os.remove(path)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise StorageError(f"deleting {key!r}: {exc.strerror or exc}") from exc
+        await asyncio.to_thread(self._prune, path.parent)
+        return True
+
+    def _prune(self, folder: Path) -> None:
+        """Remove folders left empty, up to the content root."""
+        while folder != self.root and self.root in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:
+                return
+            folder = folder.parent
+
     async def delete_prefix(self, prefix: str) -> int:
         base = self._path(prefix.rstrip("/"))
         if base == self.root:
             raise StorageError("refusing to delete the whole content root")
         count = len(await self.list(prefix))
         await asyncio.to_thread(shutil.rmtree, base, True)
+        await asyncio.to_thread(self._prune, base.parent)
         return count

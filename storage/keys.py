@@ -74,8 +74,12 @@ class PointId:
     def state_key(self) -> str:
         return f"{self.prefix}_state.json"
 
+    @property
+    def ingest_prefix(self) -> str:
+        return f"{self.prefix}_ingest/"
+
     def ingest_header_key(self, stream: str) -> str:
-        return f"{self.prefix}_ingest/{check_stream(stream)}.mp4"
+        return f"{self.ingest_prefix}{check_stream(stream)}.mp4"
 
     @property
     def tracks_prefix(self) -> str:

@@ -76,7 +76,12 @@ class PointStore:
         await self.store.put(pid.state_key, json.dumps(body).encode())
 
     async def delete(self, pid: PointId) -> int:
-        return await self.store.delete_prefix(pid.prefix)
+        """Delete what belongs to this point, and nothing of the points nested below its path."""
+        count = await self.store.delete_prefix(pid.tracks_prefix)
+        count += await self.store.delete_prefix(pid.ingest_prefix)
+        for key in (pid.state_key, pid.manifest_key):
+            count += await self.store.delete(key)
+        return count
 
     # -- ingest headers and tracks ----------------------------------------------------------
 

@@ -90,8 +90,19 @@ OPTION_PARSERS: dict[str, Any] = {
     "iss_minimum_fragment_length": _duration,
 }
 
-# Metadata Unified Origin manifests carry that describes its own files; accepted and ignored.
-IGNORED_META = {"clientManifestRelativePath", "creator", "generator"}
+# Accepted so that Unified Origin server manifests load unchanged, and not acted on: metadata about
+# its own files, and options whose behaviour Headwater does not have (yet).
+IGNORED_META = {
+    "clientManifestRelativePath",
+    "creator",
+    "generator",
+    "lookahead_fragments",
+    "archive_segment_length",
+    "hls_client_manifest_version",
+    "iss_client_manifest_version",
+    "mpd_segment_template",
+    "time_shift",
+}
 
 
 @dataclass(frozen=True)
@@ -105,7 +116,8 @@ class ServerManifest:
 
 def parse_server_manifest(data: bytes, defaults: PointOptions) -> ServerManifest:
     """Options from a SMIL server manifest; the body's track list is not read back (tracks come
-    from the store). Unknown options raise :class:`InvalidOption` naming them."""
+    from the store). Unknown options raise :class:`InvalidOption` naming them; the Unified Origin
+    options in ``IGNORED_META`` are accepted and ignored."""
     if len(data) > MAX_MANIFEST_BYTES:
         raise InvalidOption("server manifest", f"larger than {MAX_MANIFEST_BYTES} bytes")
     try:

@@ -33,6 +33,10 @@ class Store(ABC):
         """Every key under ``prefix`` (recursively), sorted."""
 
     @abstractmethod
+    async def delete(self, key: str) -> bool:
+        """Delete one object; False if there was none."""
+
+    @abstractmethod
     async def delete_prefix(self, prefix: str) -> int:
         """Delete every key under ``prefix``; returns how many were deleted."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -188,10 +189,23 @@ def test_publishing_point_api(make_server: object, cmaf_video: bytes) -> None:
     assert httpx.get(point + "/state").json()["state"] == "idle"
     assert httpx.post(point, content=b"").status_code == 200
 
-    assert httpx.post(point + "/Streams(video.cmfv)", content=header + segments[0]).status_code == 200
+    # While an encoder is connected, the point cannot be deleted.
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.putrequest("POST", "/live/api.isml/Streams(video.cmfv)")
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.endheaders()
+    chunk = header + segments[0]
+    conn.send(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+    deadline = time.monotonic() + 10
+    while httpx.get(point + "/state").json()["state"] != "started" and time.monotonic() < deadline:
+        time.sleep(0.05)
     state = httpx.get(point + "/state").json()
     assert state["state"] == "started" and state["options"]["dvr_window_length"] == "120"
-    assert httpx.delete(point).status_code == 409  # receiving a stream
+    answer = httpx.delete(point)
+    assert answer.status_code == 409 and "1 ingest connection" in answer.json()["message"]
+    conn.send(b"0\r\n\r\n")
+    assert conn.getresponse().status == 200
+    conn.close()
 
     lmsg_ended = httpx.post(point + "/Streams(video.cmfv)", content=_lmsg() + segments[1])
     assert lmsg_ended.status_code == 200
@@ -228,3 +242,21 @@ def test_probe_creates_nothing(server: Server, tmp_path: Path) -> None:
     assert httpx.post(f"{server.url}/live/probe.isml/Streams(v)", content=b"").status_code == 200
     assert httpx.post(f"{server.url}/live/probe.isml", content=b"data").status_code == 400
     assert not (server.root / "live").exists()
+
+
+def test_delete_leaves_nested_points_alone(server: Server, cmaf_video: bytes) -> None:
+    header, segments = split(cmaf_video)
+    for point in ("live", "live/sub"):
+        answer = httpx.post(f"{server.url}/{point}.isml/Streams(video.cmfv)", content=header + segments[0])
+        assert answer.status_code == 200
+    assert httpx.delete(f"{server.url}/live.isml").status_code == 204
+    assert httpx.get(f"{server.url}/live.isml").status_code == 404
+    assert httpx.get(f"{server.url}/live/sub.isml/state").json()["tracks"][0]["fragments"] == 1
+    assert not (server.root / "live/_tracks").exists() and (server.root / "live/sub/_tracks").exists()
+
+
+def test_api_errors_are_json(server: Server) -> None:
+    answer = httpx.get(f"{server.url}/no/such/route")
+    assert answer.status_code == 404 and answer.json()["status"] == 404
+    answer = httpx.patch(f"{server.url}/live/x.isml")
+    assert answer.status_code == 405 and answer.json()["error"] == "method_not_allowed"
