@@ -126,7 +126,7 @@ def _coerce(name: str, default: Any, value: Any) -> Any:
         return result
     if isinstance(default, float):
         result_f = float(value)
-        if result_f <= 0:
+        if not (0 < result_f < float("inf")):
             raise ValueError(f"must be positive, got {value!r}")
         return result_f
     text = str(value)

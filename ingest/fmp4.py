@@ -30,7 +30,7 @@ from media.boxes import (
     parse_box,
 )
 from media.cmaf import track_from_trak, write_fragment
-from media.errors import BoxError
+from media.errors import BoxError, MediaError
 from media.model import Fragment, Sample, Track
 
 SKIPPED_BOXES = frozenset({b"free", b"skip", b"sidx", b"prft", b"emsg", b"udta", b"meta", b"ssix"})
@@ -155,7 +155,11 @@ class Fmp4Receiver:
                 raise BoxError(
                     "data after the end of the stream", path=box.type.decode("latin-1"), offset=box.offset
                 )
-            events.extend(self._on_box(box))
+            try:
+                events.extend(self._on_box(box))
+            except MediaError as exc:
+                exc.at_offset(box.offset)
+                raise
         return events
 
     def close(self) -> list[Event]:
@@ -257,7 +261,7 @@ class Fmp4Receiver:
         next_data = moof_offset  # where data continues when a traf/trun gives no offset
         for i, traf in enumerate(pending.moof.all(TrackFragmentBox)):
             path = f"moof/traf[{i}]"
-            tfhd = traf.need(TrackFragmentHeaderBox, "moof")
+            tfhd = traf.need(TrackFragmentHeaderBox, path)
             state = self._tracks.get(tfhd.track_id)
             if state is None:
                 raise BoxError(
@@ -297,7 +301,7 @@ class Fmp4Receiver:
                     pos += size
                     samples.append(Sample(duration, size, flags, entry.composition_offset or 0))
             next_data = pos
-            decode_time, duration = self._timing(traf, samples, path)
+            decode_time, duration = self._timing(traf, samples, path, moof_offset)
             if decode_time < 0:
                 decode_time, duration, samples, payload = _drop_before_zero(decode_time, samples, payload)
                 if not samples:
@@ -312,7 +316,7 @@ class Fmp4Receiver:
         return out
 
     @staticmethod
-    def _timing(traf: TrackFragmentBox, samples: list[Sample], path: str) -> tuple[int, int]:
+    def _timing(traf: TrackFragmentBox, samples: list[Sample], path: str, offset: int) -> tuple[int, int]:
         """Decode time (signed: encoders write the AAC priming frame before zero as a wrapped
         64-bit value) and duration of a traf, from ``tfdt``, else from PIFF ``tfxd``."""
         total = sum(s.duration for s in samples)
@@ -323,7 +327,9 @@ class Fmp4Receiver:
         elif tfxd is not None:
             time, bits = tfxd.absolute_time, 64 if tfxd.version == 1 else 32
         else:
-            raise BoxError("traf has neither tfdt nor tfxd: the fragment has no decode time", path=path)
+            raise BoxError(
+                "traf has neither tfdt nor tfxd: the fragment has no decode time", path=path, offset=offset
+            )
         if bits == 64 and time >= 1 << 63:
             time -= 1 << 64
         return time, total or (tfxd.duration if tfxd else 0)

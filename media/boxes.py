@@ -8,6 +8,7 @@ Every class parses its payload from a :class:`~media.bmff.Cursor` and writes it 
 from __future__ import annotations
 
 import dataclasses
+import math
 import struct
 import uuid
 from collections.abc import Callable, Iterator
@@ -89,11 +90,11 @@ class Box:
         return None
 
     def need(self, cls: type[B], where: str = "") -> B:
-        """The first child of ``cls``; a :class:`BoxError` naming the missing box otherwise."""
+        """The first child of ``cls``; a :class:`BoxError` naming the missing box otherwise.
+        ``where`` is this box's own path (``moov/trak[1]``), its name when not given."""
         found = self.first(cls)
         if found is None:
-            path = f"{where}/{self.name}" if where else self.name
-            raise BoxError(f"missing {cls.TYPE.decode('latin-1')} box", path=path)
+            raise BoxError(f"missing {cls.TYPE.decode('latin-1')} box", path=where or self.name)
         return found
 
     def all(self, cls: type[B]) -> list[B]:
@@ -771,16 +772,28 @@ class AudioSampleEntry(Box):
         return self.format
 
     def payload(self) -> bytes:
-        rate = self.sample_rate << 16 if self.sample_rate < 0x10000 else 0
+        if self.qt_version == 2:
+            # Version 2 keeps the real values in qt_extra; these fields hold fixed placeholders.
+            fixed = (
+                (3).to_bytes(2, "big")
+                + (16).to_bytes(2, "big")
+                + b"\xff\xfe\x00\x00"
+                + (1 << 16).to_bytes(4, "big")
+            )
+        else:
+            rate = self.sample_rate << 16 if self.sample_rate < 0x10000 else 0
+            fixed = (
+                self.channel_count.to_bytes(2, "big")
+                + self.sample_size.to_bytes(2, "big")
+                + bytes(4)
+                + rate.to_bytes(4, "big")
+            )
         return (
             bytes(6)
             + self.data_reference_index.to_bytes(2, "big")
             + self.qt_version.to_bytes(2, "big")
             + bytes(6)
-            + self.channel_count.to_bytes(2, "big")
-            + self.sample_size.to_bytes(2, "big")
-            + bytes(4)
-            + rate.to_bytes(4, "big")
+            + fixed
             + self.qt_extra
             + _write_children(self.children)
         )
@@ -802,7 +815,10 @@ def _audio_parser(fmt: bytes) -> Callable[[Cursor], AudioSampleEntry]:
             raise cur.error(f"unknown sound sample entry version {qt_version}")
         extra = cur.take(_QT_EXTRA[qt_version], "QuickTime sound description fields")
         if qt_version == 2:
-            rate = round(_f64(extra[4:12]))
+            real_rate = _f64(extra[4:12])
+            if not math.isfinite(real_rate) or not 0 < real_rate < 1 << 32:
+                raise cur.error(f"sound description v2 has an unusable sample rate {real_rate}")
+            rate = round(real_rate)
             channels = int.from_bytes(extra[12:16], "big")
         return AudioSampleEntry(fmt, channels, rate, _children_of(cur), dri, sample_size, qt_version, extra)
 

@@ -57,7 +57,7 @@ _HANDLERS = {
     b"text": TrackKind.TEXT,
     b"subt": TrackKind.TEXT,
 }
-_HANDLER_OF = {TrackKind.VIDEO: b"vide", TrackKind.AUDIO: b"soun"}
+_HANDLER_OF = {TrackKind.VIDEO: b"vide", TrackKind.AUDIO: b"soun", TrackKind.TEXT: b"text"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,22 +77,43 @@ class CodecInfo:
 _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
 
 
+class _Bits:
+    """Big-endian bit reader over a short configuration record; reads past the end give zeros."""
+
+    def __init__(self, data: bytes) -> None:
+        self.value = int.from_bytes(data, "big")
+        self.left = len(data) * 8
+
+    def read(self, n: int) -> int:
+        self.left -= n
+        return (self.value >> self.left) & ((1 << n) - 1) if self.left >= 0 else 0
+
+
 def aac_codec_string(asc: bytes) -> tuple[str, int, int]:
-    """RFC 6381 §3.3 for MPEG-4 audio: ``mp4a.40.<audioObjectType>``, plus the sample rate and channel
-    count from the AudioSpecificConfig (ISO/IEC 14496-3 §1.6.2.1); 0 where not stated."""
+    """RFC 6381 §3.3 for MPEG-4 audio: ``mp4a.40.<audioObjectType>``, plus the output sample rate and
+    channel count from the AudioSpecificConfig (ISO/IEC 14496-3 §1.6.2.1); 0 where not stated.
+    With explicit SBR/PS signalling (AOT 5 or 29) the output rate is the extension rate (§1.6.5.2)
+    and PS output is stereo."""
     if len(asc) < 2:
         return "mp4a.40.2", 0, 0
-    bits = int.from_bytes(asc[:4].ljust(4, b"\0"), "big")
-    aot, pos = bits >> 27, 5
-    if aot == 31:
-        aot, pos = 32 + ((bits >> 21) & 0x3F), 11
-    index = (bits >> (32 - pos - 4)) & 0xF
-    pos += 4
-    rate = _AAC_RATES[index] if index < len(_AAC_RATES) else 0
-    if index == 0xF:
-        return f"mp4a.40.{aot}", 0, 0  # explicit 24-bit rate: take the sample entry's values
-    channels = (bits >> (32 - pos - 4)) & 0xF
-    return f"mp4a.40.{aot}", rate, channels
+    bits = _Bits(asc[:8])
+
+    def object_type() -> int:
+        aot = bits.read(5)
+        return 32 + bits.read(6) if aot == 31 else aot
+
+    def rate() -> int:
+        index = bits.read(4)
+        return bits.read(24) if index == 0xF else (_AAC_RATES[index] if index < len(_AAC_RATES) else 0)
+
+    aot = object_type()
+    sample_rate = rate()
+    channels = bits.read(4)
+    if aot in (5, 29):
+        sample_rate = rate() or sample_rate
+        if aot == 29 and channels == 1:
+            channels = 2
+    return f"mp4a.40.{aot}", sample_rate, channels
 
 
 def codec_info(entry: Box, path: str) -> CodecInfo:
@@ -102,7 +123,7 @@ def codec_info(entry: Box, path: str) -> CodecInfo:
     if isinstance(entry, VisualSampleEntry):
         fmt = entry.format
         if fmt in (b"avc1", b"avc3"):
-            avcc = entry.need(AVCConfigurationBox, path)
+            avcc = entry.need(AVCConfigurationBox, f"{path}/{entry.name}")
             return CodecInfo(
                 fmt.decode(),
                 avcc.codec_string(fmt),
@@ -112,7 +133,7 @@ def codec_info(entry: Box, path: str) -> CodecInfo:
                 bitrate=bitrate,
             )
         if fmt in (b"hvc1", b"hev1"):
-            hvcc = entry.need(HEVCConfigurationBox, path)
+            hvcc = entry.need(HEVCConfigurationBox, f"{path}/{entry.name}")
             return CodecInfo(
                 fmt.decode(),
                 hvcc.codec_string(fmt),
@@ -122,7 +143,7 @@ def codec_info(entry: Box, path: str) -> CodecInfo:
                 bitrate=bitrate,
             )
     elif isinstance(entry, AudioSampleEntry) and entry.format == b"mp4a":
-        esds = entry.need(ESDescriptorBox, path)
+        esds = entry.need(ESDescriptorBox, f"{path}/{entry.name}")
         if esds.object_type != 0x40:
             raise UnsupportedMedia(
                 f"mp4a object type {esds.object_type:#x} is not MPEG-4 AAC (0x40)", path=f"{path}/mp4a/esds"
@@ -185,7 +206,8 @@ def build_header(
     kind: TrackKind, timescale: int, language: str, entry: Box, handler: bytes = b"", handler_name: str = ""
 ) -> bytes:
     """A CMAF header (ftyp + moov) for one track, track ID 1 (ISO/IEC 23000-19 §7.3.2.2)."""
-    handler = handler or _HANDLER_OF[kind]
+    if not handler:
+        handler = b"subt" if entry.box_type == b"stpp" else _HANDLER_OF[kind]
     width = entry.width if isinstance(entry, VisualSampleEntry) else 0
     height = entry.height if isinstance(entry, VisualSampleEntry) else 0
     media_header: Box
@@ -279,8 +301,8 @@ def read_fragment(data: bytes) -> tuple[int, list[Sample], bytes]:
     if moof is None or mdat is None:
         raise BoxError("fragment lacks moof or mdat")
     traf = moof.need(TrackFragmentBox)
-    tfdt = traf.need(TrackFragmentDecodeTimeBox, "moof")
-    trun = traf.need(TrackRun, "moof")
+    tfdt = traf.need(TrackFragmentDecodeTimeBox, "moof/traf")
+    trun = traf.need(TrackRun, "moof/traf")
     samples = [
         Sample(s.duration or 0, s.size or 0, s.flags or 0, s.composition_offset or 0) for s in trun.samples
     ]

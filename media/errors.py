@@ -16,6 +16,12 @@ class MediaError(Exception):
         self.offset = offset
         super().__init__(self.describe())
 
+    def at_offset(self, offset: int) -> None:
+        """Give an error raised from an already-parsed box the offset of the top-level box holding it."""
+        if self.offset is None:
+            self.offset = offset
+            self.args = (self.describe(),)
+
     def describe(self) -> str:
         where = []
         if self.path:

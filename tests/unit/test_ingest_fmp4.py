@@ -575,12 +575,6 @@ def _traf_without_timing() -> bytes:
     return smooth_header([AUDIO_10M], LSM_AUDIO) + moof_mdat([traf], [b"ab"])
 
 
-@pytest.mark.xfail(
-    reason="errors raised after parsing (ingest/fmp4.py Fmp4Receiver._timing, media/cmaf.py codec_info) "
-    "carry a path but offset=None, although media/errors.py promises 'the absolute byte offset' with "
-    "every error",
-    strict=True,
-)
 @pytest.mark.parametrize(
     "data",
     [

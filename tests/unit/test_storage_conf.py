@@ -485,11 +485,6 @@ def test_missing_config_file(tmp_path: Path) -> None:
         load_settings(tmp_path / "absent.toml", {}, {})
 
 
-@pytest.mark.xfail(
-    reason="conf/settings.py _coerce: the float check `result_f <= 0` is False for NaN, so "
-    "HEADWATER_SHUTDOWN_TIMEOUT=nan (or ingest.read_timeout=nan) is accepted as a timeout",
-    strict=True,
-)
 @pytest.mark.parametrize("name", ["shutdown_timeout", "ingest.read_timeout"])
 def test_nan_timeout_is_refused(name: str) -> None:
     with pytest.raises(SettingsError, match=name):
