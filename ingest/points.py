@@ -233,8 +233,8 @@ class PublishingPoint:
                 "bitrate": track.bitrate,
                 "timescale": track.timescale,
                 "language": track.language,
-                "stored_fragments": stats.stored,
-                "duplicate_fragments": stats.duplicates,
+                "stored_since_start": stats.stored,
+                "duplicates_since_start": stats.duplicates,
             }
             if timeline is not None and timeline.entries:
                 entry["fragments"] = len(timeline)

@@ -31,8 +31,9 @@ FRAGMENT_SUFFIX = ".m4s"
 def _check(value: str, pattern: re.Pattern[str], what: str) -> str:
     if not pattern.fullmatch(value):
         shown = value.encode("unicode_escape").decode("ascii")[:80]
+        extra = " =" if pattern is _TRACK else ""
         raise InvalidName(
-            f"invalid {what} {shown!r}: use 1-128 characters A-Z a-z 0-9 . _ - ~, "
+            f"invalid {what} {shown!r}: use 1-128 characters A-Z a-z 0-9 . _ - ~{extra}, "
             "starting with a letter or digit"
         )
     return value

@@ -23,7 +23,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--update-golden"):
-        os.environ["HEADWATER_UPDATE_GOLDEN"] = "1"
+        os.environ["UPDATE_GOLDEN"] = "1"
 
 
 def free_port() -> int:

@@ -1,6 +1,6 @@
 """Golden ``dump()`` texts of hand-built structures (tests/golden/*.txt).
 
-Set ``HEADWATER_UPDATE_GOLDEN=1`` to rewrite the files from the current output, then review the diff.
+Set ``UPDATE_GOLDEN=1`` to rewrite the files from the current output, then review the diff.
 Every input is built here, so the text does not depend on an encoder's version.
 """
 
@@ -18,7 +18,7 @@ from media.model import Sample, TrackKind
 from tests.unit.streams import aac_entry, avc_entry, moof_mdat, samples_payload, smooth_traf
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
-UPDATE = os.environ.get("HEADWATER_UPDATE_GOLDEN") == "1"
+UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 
 
 def check_golden(name: str, data: bytes) -> None:
@@ -28,7 +28,7 @@ def check_golden(name: str, data: bytes) -> None:
         path.write_text(text, encoding="utf-8")
         return
     if not path.exists():
-        pytest.fail(f"{path} is missing; run with HEADWATER_UPDATE_GOLDEN=1 to create it")
+        pytest.fail(f"{path} is missing; run with UPDATE_GOLDEN=1 to create it")
     assert text == path.read_text(encoding="utf-8"), f"dump differs from {path}"
 
 
@@ -71,4 +71,4 @@ def test_golden_dump(name: str, build: Callable[[], bytes]) -> None:
 def test_update_switch_is_off_by_default() -> None:
     """A run that rewrites goldens checks nothing; make that visible."""
     if UPDATE:
-        pytest.skip("HEADWATER_UPDATE_GOLDEN=1: golden files were rewritten, not compared")
+        pytest.skip("UPDATE_GOLDEN=1: golden files were rewritten, not compared")
