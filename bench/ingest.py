@@ -39,12 +39,54 @@ def make_stream(path: Path, seconds: int) -> None:
     if path.exists():
         return
     subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-         "-f", "lavfi", "-t", str(seconds), "-i", "testsrc2=size=1280x720:rate=30",
-         "-f", "lavfi", "-t", str(seconds), "-i", "sine=f=440:sample_rate=48000",
-         "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset", "ultrafast", "-b:v", "6M",
-         "-maxrate", "6M", "-bufsize", "6M", "-g", "60", "-keyint_min", "60", "-sc_threshold", "0",
-         "-c:a", "aac", "-b:a", "128k", "-movflags", "isml+frag_keyframe", "-f", "ismv", str(path)],
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-t",
+            str(seconds),
+            "-i",
+            "testsrc2=size=1280x720:rate=30",
+            "-f",
+            "lavfi",
+            "-t",
+            str(seconds),
+            "-i",
+            "sine=f=440:sample_rate=48000",
+            "-map",
+            "0:v",
+            "-map",
+            "1:a",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-b:v",
+            "6M",
+            "-maxrate",
+            "6M",
+            "-bufsize",
+            "6M",
+            "-g",
+            "60",
+            "-keyint_min",
+            "60",
+            "-sc_threshold",
+            "0",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+            "-movflags",
+            "isml+frag_keyframe",
+            "-f",
+            "ismv",
+            str(path),
+        ],
         check=True,
     )
 
@@ -93,7 +135,9 @@ def body(data: bytes) -> Iterator[bytes]:
         yield data[start : start + CHUNK]
 
 
-def measure(name: str, argv: list[str], port: int, data: bytes, runs: int, media_seconds: int) -> dict[str, float]:
+def measure(
+    name: str, argv: list[str], port: int, data: bytes, runs: int, media_seconds: int
+) -> dict[str, float]:
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_ready(f"http://127.0.0.1:{port}/probe.isml", proc)
@@ -120,7 +164,9 @@ def measure(name: str, argv: list[str], port: int, data: bytes, runs: int, media
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=int, default=60, help="media length of the test stream")
     parser.add_argument("--runs", type=int, default=5, help="POSTs of the stream per server")
     args = parser.parse_args()
@@ -130,31 +176,63 @@ def main() -> None:
     stream = cache / f"smooth-720p-{args.seconds}s.ismv"
     make_stream(stream, args.seconds)
     data = stream.read_bytes()
-    print(f"stream: {stream.name}, {len(data) / 1e6:.1f} MB, {len(data) * 8 / args.seconds / 1e6:.2f} Mbit/s, "
-          f"{args.runs} POSTs per server")
+    print(
+        f"stream: {stream.name}, {len(data) / 1e6:.1f} MB, {len(data) * 8 / args.seconds / 1e6:.2f} Mbit/s, "
+        f"{args.runs} POSTs per server"
+    )
 
     results = {}
     with tempfile.TemporaryDirectory() as root:
         port = free_port()
         results["headwater (fsync)"] = measure(
-            "headwater", [sys.executable, "-m", "origin.cli", "serve", "--root", root, "--http",
-                          f"127.0.0.1:{port}", "--set", "log.level=warning"],
-            port, data, args.runs, args.seconds,
+            "headwater",
+            [
+                sys.executable,
+                "-m",
+                "origin.cli",
+                "serve",
+                "--root",
+                root,
+                "--http",
+                f"127.0.0.1:{port}",
+                "--set",
+                "log.level=warning",
+            ],
+            port,
+            data,
+            args.runs,
+            args.seconds,
         )
     port = free_port()
     results["bare hypercorn"] = measure(
-        "bare", [sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
-                 "bench.bare_asgi:app"],
-        port, data, args.runs, args.seconds,
+        "bare",
+        [
+            sys.executable,
+            "-m",
+            "hypercorn",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            "bench.bare_asgi:app",
+        ],
+        port,
+        data,
+        args.runs,
+        args.seconds,
     )
 
     print(f"{'server':<20}{'Mbit/s':>10}{'x realtime':>12}{'CPU s/media min':>17}{'peak RSS MiB':>14}")
     for name, r in results.items():
-        print(f"{name:<20}{r['mbit_s']:>10.0f}{r['realtime']:>12.0f}{r['cpu_per_media_minute']:>17.3f}"
-              f"{r['peak_rss_mib']:>14.1f}")
+        print(
+            f"{name:<20}{r['mbit_s']:>10.0f}{r['realtime']:>12.0f}{r['cpu_per_media_minute']:>17.3f}"
+            f"{r['peak_rss_mib']:>14.1f}"
+        )
     hw, bare = results["headwater (fsync)"], results["bare hypercorn"]
-    print(f"ratio headwater/bare: throughput {hw['mbit_s'] / bare['mbit_s']:.2f}x, "
-          f"CPU per media minute {hw['cpu_per_media_minute'] / bare['cpu_per_media_minute']:.2f}x")
+    print(
+        f"ratio headwater/bare: throughput {hw['mbit_s'] / bare['mbit_s']:.2f}x, "
+        f"CPU per media minute {hw['cpu_per_media_minute'] / bare['cpu_per_media_minute']:.2f}x"
+    )
 
 
 if __name__ == "__main__":
