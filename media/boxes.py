@@ -138,11 +138,17 @@ def _show(value: object) -> str:
     return str(value)
 
 
+# Real files nest about ten levels (moov/trak/mdia/minf/stbl/stsd/avc1/…); deeper input is hostile.
+MAX_DEPTH = 32
+
+
 def parse_box(data: bytes, pos: int = 0, *, path: str = "", base: int = 0) -> tuple[Box, int]:
     """Parse the box at ``data[pos:]``; returns it and the position just past it.
 
     ``base`` is the absolute offset of ``data[0]`` in the stream, so errors carry real offsets.
     """
+    if path.count("/") >= MAX_DEPTH:
+        raise BoxError(f"boxes nested more than {MAX_DEPTH} levels deep", path=path, offset=base + pos)
     header = parse_header(data, pos, path=path, base=base)
     if header is None or pos + header.size > len(data):
         have = len(data) - pos
@@ -1280,6 +1286,10 @@ TRUN_SIZE = 0x200
 TRUN_FLAGS = 0x400
 TRUN_CTO = 0x800
 
+# A trun without per-sample fields states its sample count in 4 bytes; this bounds what it can make
+# the reader allocate. A 2 s fragment of 120 fps video has 240 samples.
+MAX_TRUN_SAMPLES = 1 << 16
+
 SAMPLE_NON_SYNC = 0x00010000
 SAMPLE_DEPENDS_ON_OTHERS = 0x01000000
 SAMPLE_DEPENDS_ON_NONE = 0x02000000
@@ -1327,6 +1337,8 @@ class TrackRun(Box):
         data_offset = cur.i32() if flags & TRUN_DATA_OFFSET else None
         first = cur.u32() if flags & TRUN_FIRST_SAMPLE_FLAGS else None
         per_sample = sum(4 for _, bit in cls._FIELDS if flags & bit)
+        if count > MAX_TRUN_SAMPLES:
+            raise cur.error(f"sample_count {count} exceeds the limit of {MAX_TRUN_SAMPLES}")
         if count * per_sample != cur.remaining:
             raise cur.error(f"sample_count {count} needs {count * per_sample} bytes, {cur.remaining} present")
         samples = []

@@ -636,3 +636,20 @@ def test_hevc_codec_string_fields() -> None:
 def test_avc_codec_string() -> None:
     assert AVCC_BOX.codec_string(b"avc1") == "avc1.42c01e"
     assert AVCConfigurationBox(0x64, 0, 0x1F).codec_string(b"avc3") == "avc3.64001f"
+
+
+def test_deep_nesting_is_refused_not_recursed() -> None:
+    data = b""
+    for _ in range(5000):
+        data = (8 + len(data)).to_bytes(4, "big") + b"moov" + data
+    with pytest.raises(BoxError, match="nested more than 32 levels") as info:
+        parse_box(data)
+    assert info.value.offset == 33 * 8
+
+
+def test_trun_sample_count_is_bounded_before_allocation() -> None:
+    # No per-sample fields: 4 bytes could otherwise announce four billion samples.
+    trun = (16).to_bytes(4, "big") + b"trun" + bytes(4) + (0xFFFFFFFF).to_bytes(4, "big")
+    with pytest.raises(BoxError, match="exceeds the limit of 65536") as info:
+        parse_box(trun)
+    assert info.value.path == "trun" and info.value.offset == 16
