@@ -64,6 +64,7 @@ class IngestSettings:
     max_box_size: int = 64 * 1024**2  # largest box accepted from an encoder
     max_body_size: int = 0  # largest request body; 0 = no limit (a live POST runs for hours)
     read_timeout: float = 30.0  # seconds without a byte before an ingest request is ended
+    max_connections: int = 256  # ingest requests in progress at once; more get 503
 
 
 @dataclass(frozen=True)

@@ -54,3 +54,7 @@ class IngestTimeout(IngestError):
 
 class ShuttingDown(IngestError):
     """The server is stopping and takes no new ingest."""
+
+
+class Overloaded(IngestError):
+    """More ingest requests are in progress than configured (``ingest.max_connections``)."""

@@ -11,8 +11,9 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 from ingest.errors import MissingHeader
-from media.bmff import BoxReader, RawTopBox
+from media.bmff import BoxReader, RawTopBox, count_samples
 from media.boxes import (
+    MAX_TRUN_SAMPLES,
     LiveServerManifestBox,
     MovieBox,
     MovieExtendsBox,
@@ -34,6 +35,7 @@ from media.errors import BoxError, MediaError
 from media.model import Fragment, Sample, Track
 
 SKIPPED_BOXES = frozenset({b"free", b"skip", b"sidx", b"prft", b"emsg", b"udta", b"meta", b"ssix"})
+MAX_TRACKS = 64  # per header; a Smooth ladder has a handful
 TOP_LEVEL = SKIPPED_BOXES | {b"ftyp", b"styp", b"uuid", b"moov", b"moof", b"mdat", b"mfra"}
 
 
@@ -124,6 +126,7 @@ class Fmp4Receiver:
     _lsm: dict[int, _LsmTrack] | None = field(default=None, init=False)
     _pending: _PendingMoof | None = field(default=None, init=False)
     _last_segment: bool = field(default=False, init=False)
+    _error: MediaError | None = field(default=None, init=False)
     ended: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
@@ -149,30 +152,44 @@ class Fmp4Receiver:
         return [s.track for s in self._tracks.values()]
 
     def feed(self, data: bytes) -> list[Event]:
+        """Events for the boxes ``data`` completes. When a box is bad, the events of the boxes before
+        it are returned first, and the error is raised by the next call to ``feed`` or ``close``."""
+        self._raise_pending()
         events: list[Event] = []
-        for box in self._reader.feed(data):
-            if self.ended:
-                raise BoxError(
-                    "data after the end of the stream", path=box.type.decode("latin-1"), offset=box.offset
-                )
-            try:
-                events.extend(self._on_box(box))
-            except MediaError as exc:
-                exc.at_offset(box.offset)
+        try:
+            for box in self._reader.feed(data):
+                if self.ended:
+                    raise BoxError(
+                        "data after the end of the stream", path=box.type.decode("latin-1"), offset=box.offset
+                    )
+                try:
+                    events.extend(self._on_box(box))
+                except MediaError as exc:
+                    exc.at_offset(box.offset)
+                    raise
+        except MediaError as exc:
+            if not events:
                 raise
+            self._error = exc
         return events
 
     def close(self) -> list[Event]:
         """The request body ended cleanly."""
+        self._raise_pending()
         self._reader.close()
         if self._pending is not None:
             raise BoxError(
                 "body ended after a moof without its mdat", path="moof", offset=self._pending.box.offset
             )
-        if not self.ended and self.is_smooth:
+        if not self.ended and (self.is_smooth or self._last_segment):
             self.ended = True
-            return [StreamEnded("end of body")]
+            return [StreamEnded("lmsg" if self._last_segment else "end of body")]
         return []
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
     # -- boxes ------------------------------------------------------------------------------
 
@@ -188,6 +205,8 @@ class Fmp4Receiver:
         elif kind == b"styp":
             styp, _ = parse_box(raw.data, base=raw.offset)
             assert isinstance(styp, SegmentTypeBox)
+            if self._last_segment:
+                raise BoxError("segment after the last one (lmsg)", path="styp", offset=raw.offset)
             self._last_segment = styp.has_brand(b"lmsg")
         elif kind == b"uuid":
             box, _ = parse_box(raw.data, base=raw.offset)
@@ -203,6 +222,13 @@ class Fmp4Receiver:
                     path="moof",
                     offset=raw.offset,
                 )
+            declared = count_samples(raw.data, raw.offset)
+            if declared > MAX_TRUN_SAMPLES:
+                raise BoxError(
+                    f"moof declares {declared} samples, over the limit of {MAX_TRUN_SAMPLES}",
+                    path="moof",
+                    offset=raw.offset,
+                )
             moof, _ = parse_box(raw.data, base=raw.offset)
             assert isinstance(moof, MovieFragmentBox)
             self._pending = _PendingMoof(raw, moof)
@@ -210,14 +236,11 @@ class Fmp4Receiver:
             if self._pending is None:
                 raise BoxError("mdat without a preceding moof", path="mdat", offset=raw.offset)
             pending, self._pending = self._pending, None
-            events: list[Event] = [FragmentReceived(f) for f in self._fragments(pending, raw)]
-            if self._last_segment:
-                self.ended = True
-                events.append(StreamEnded("lmsg"))
-            return events
+            # A last segment (lmsg) may hold several chunks: it ends with the body or at mfra.
+            return [FragmentReceived(f) for f in self._fragments(pending, raw)]
         elif kind == b"mfra":
             self.ended = True
-            return [StreamEnded("mfra")]
+            return [StreamEnded("lmsg" if self._last_segment else "mfra")]
         return []
 
     def _on_moov(self, raw: RawTopBox) -> list[Event]:
@@ -226,6 +249,12 @@ class Fmp4Receiver:
         traks = moov.all(TrackBox)
         if not traks:
             raise BoxError("moov declares no track", path="moov", offset=raw.offset)
+        if len(traks) > MAX_TRACKS:
+            raise BoxError(
+                f"moov declares {len(traks)} tracks, over the limit of {MAX_TRACKS}",
+                path="moov",
+                offset=raw.offset,
+            )
         mvex = moov.first(MovieExtendsBox)
         trexes = {t.track_id: t for t in mvex.all(TrackExtendsBox)} if mvex else {}
         tracks: dict[int, _TrackState] = {}
@@ -277,7 +306,13 @@ class Fmp4Receiver:
             payload = bytearray()
             pos = base
             trex = state.trex
-            for j, trun in enumerate(traf.all(TrackRun)):
+            truns = traf.all(TrackRun)
+            total = sum(len(t.samples) for t in truns)
+            if total > MAX_TRUN_SAMPLES:
+                raise BoxError(
+                    f"{total} samples in one traf exceed the limit of {MAX_TRUN_SAMPLES}", path=path
+                )
+            for j, trun in enumerate(truns):
                 if trun.data_offset is not None:
                     pos = base + trun.data_offset
                 for k, entry in enumerate(trun.samples):
@@ -299,7 +334,10 @@ class Fmp4Receiver:
                     start = pos - mdat_raw.offset
                     payload += mdat_raw.data[start : start + size]
                     pos += size
-                    samples.append(Sample(duration, size, flags, entry.composition_offset or 0))
+                    cto = entry.composition_offset or 0
+                    if trun.version == 0 and cto >= 1 << 31:
+                        cto -= 1 << 32  # a negative offset written unsigned, as some encoders do
+                    samples.append(Sample(duration, size, flags, cto))
             next_data = pos
             decode_time, duration = self._timing(traf, samples, path, moof_offset)
             if decode_time < 0:
@@ -339,12 +377,13 @@ def _drop_before_zero(
     decode_time: int, samples: list[Sample], payload: bytearray
 ) -> tuple[int, int, list[Sample], bytearray]:
     """Drop the samples that start before time zero (a CMAF timeline cannot hold them)."""
-    skip_bytes = 0
-    while samples and decode_time < 0:
-        decode_time += samples[0].duration
-        skip_bytes += samples[0].size
-        samples = samples[1:]
-    return decode_time, sum(s.duration for s in samples), samples, payload[skip_bytes:]
+    cut = skip_bytes = 0
+    while cut < len(samples) and decode_time < 0:
+        decode_time += samples[cut].duration
+        skip_bytes += samples[cut].size
+        cut += 1
+    kept = samples[cut:]
+    return decode_time, sum(s.duration for s in kept), kept, payload[skip_bytes:]
 
 
 def _pick(*values: int | None) -> int:

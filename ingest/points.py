@@ -81,6 +81,8 @@ class PublishingPoint:
         self._ingest_headers: dict[str, bytes] = {}
         self._ended: set[str] = set()
         self.connections = 0  # ingest requests in progress
+        self.deleted = False
+        self._declare_lock = asyncio.Lock()
         self._state_lock = asyncio.Lock()
 
     @property
@@ -122,9 +124,19 @@ class PublishingPoint:
             )
             self.state = record
 
+    def _check_live(self) -> None:
+        if self.deleted:
+            raise PointNotFound(f"publishing point {str(self.pid)!r} was deleted")
+
     async def declare(self, stream: str, tracks: tuple[Track, ...], header: bytes) -> None:
         """Register the tracks a header declares. A header re-sent for known tracks continues them;
-        one describing different media for a known track name is refused."""
+        one describing different media for a known track name is refused. Serialised per point, so
+        two encoders declaring the same new track at once cannot both win."""
+        async with self._declare_lock:
+            await self._declare(stream, tracks, header)
+
+    async def _declare(self, stream: str, tracks: tuple[Track, ...], header: bytes) -> None:
+        self._check_live()
         for track in tracks:
             known = self.tracks.get(track.name)
             if known is not None and not known.same_media(track):
@@ -165,10 +177,13 @@ class PublishingPoint:
 
     async def accept(self, fragment: Fragment) -> Verdict:
         """Store a fragment unless the track has it already. Returns once it is durable."""
+        self._check_live()
         track = self.tracks[fragment.track]
         timeline = await self.timeline(fragment.track)
+        tolerance = fragment.samples[0].duration if fragment.samples else 0
         async with self._lock(fragment.track), self._writes.writing():
-            verdict = timeline.check(fragment.decode_time)
+            self._check_live()
+            verdict = timeline.check(fragment.decode_time, tolerance)
             stats = self.stats[fragment.track]
             if verdict is Verdict.DUPLICATE:
                 stats.duplicates += 1
@@ -186,7 +201,7 @@ class PublishingPoint:
                     str(self.pid), track.name, timeline.end, fragment.decode_time, track.timescale
                 )
             flags = FLAG_KEYFRAME if fragment.keyframe else 0
-            if timeline.is_gap(fragment.decode_time):
+            if timeline.is_gap(fragment.decode_time, tolerance):
                 flags |= FLAG_DISCONTINUITY
                 event(
                     log,
@@ -328,6 +343,7 @@ class PointRegistry:
                 f"publishing point {str(pid)!r} is receiving {point.connections} ingest connection(s); "
                 "stop the encoder first"
             )
+        point.deleted = True  # from here on, a request that finds this object refuses to write
         async with self._lock, self.writes.writing():
             await self.store.delete(pid)
             self._points.pop(pid, None)

@@ -21,7 +21,7 @@ class Cursor:
 
     __slots__ = ("_data", "base", "path", "pos")
 
-    def __init__(self, data: bytes, *, path: str, base: int) -> None:
+    def __init__(self, data: bytes | memoryview, *, path: str, base: int) -> None:
         self._data = data
         self.path = path
         self.base = base
@@ -44,12 +44,18 @@ class Cursor:
             raise BoxError(
                 f"{what} needs {n} bytes, {self.remaining} left", path=self.path, offset=self.offset
             )
-        out = self._data[self.pos : self.pos + n]
+        out = bytes(self._data[self.pos : self.pos + n])
         self.pos += n
         return out
 
     def rest(self) -> bytes:
         return self.take(self.remaining)
+
+    def rest_view(self) -> memoryview:
+        """The unread bytes without copying them (children of a container)."""
+        view = memoryview(self._data)[self.pos :]
+        self.pos = len(self._data)
+        return view
 
     def u8(self) -> int:
         return self.take(1, "u8")[0]
@@ -78,8 +84,9 @@ class Cursor:
 
     def cstring(self) -> str:
         """A NUL-terminated UTF-8 string; a missing terminator takes the rest of the payload."""
-        end = self._data.find(b"\0", self.pos)
-        raw = self._data[self.pos : end if end >= 0 else len(self._data)]
+        rest = bytes(self._data[self.pos :])
+        end = rest.find(b"\0")
+        raw = rest[: end if end >= 0 else len(rest)]
         self.pos += len(raw) + (1 if end >= 0 else 0)
         try:
             return raw.decode("utf-8")
@@ -106,7 +113,7 @@ class BoxHeader:
     usertype: bytes | None = None
 
 
-def parse_header(data: bytes | bytearray, pos: int, *, path: str, base: int) -> BoxHeader | None:
+def parse_header(data: bytes | bytearray | memoryview, pos: int, *, path: str, base: int) -> BoxHeader | None:
     """Parse the header at ``data[pos:]``; ``None`` if more bytes are needed to know it.
 
     Size 0 ("to the end of the file") is refused: inside a stream or a parent box it has no end.
@@ -232,3 +239,23 @@ class BoxReader:
                 f"stream ended {missing} bytes before the end of the box", path=name, offset=self._offset
             )
         raise TruncatedBox(f"stream ended inside a box header ({len(self._buf)} bytes)", offset=self._offset)
+
+
+def count_samples(moof: bytes, base: int = 0) -> int:
+    """The sample count all ``trun`` boxes of a ``moof`` declare (walking box headers only), so a
+    reader can refuse a fragment that would make it allocate millions of samples before it parses
+    any (ISO/IEC 14496-12 §8.8.8: 4 bytes of ``sample_count`` need no per-sample bytes)."""
+    total = 0
+    stack = [(8, len(moof))]
+    while stack:
+        pos, end = stack.pop()
+        while pos + 8 <= end:
+            header = parse_header(moof, pos, path="moof", base=base)
+            if header is None or pos + header.size > end:
+                return total  # the full parse reports the truncation precisely
+            if header.type == b"traf":
+                stack.append((pos + header.header_size, pos + header.size))
+            elif header.type == b"trun" and header.size >= 16:
+                total += int.from_bytes(moof[pos + 12 : pos + 16], "big")
+            pos += header.size
+    return total

@@ -142,7 +142,7 @@ def _show(value: object) -> str:
 MAX_DEPTH = 32
 
 
-def parse_box(data: bytes, pos: int = 0, *, path: str = "", base: int = 0) -> tuple[Box, int]:
+def parse_box(data: bytes | memoryview, pos: int = 0, *, path: str = "", base: int = 0) -> tuple[Box, int]:
     """Parse the box at ``data[pos:]``; returns it and the position just past it.
 
     ``base`` is the absolute offset of ``data[0]`` in the stream, so errors carry real offsets.
@@ -167,16 +167,16 @@ def parse_box(data: bytes, pos: int = 0, *, path: str = "", base: int = 0) -> tu
     where = f"{path}/{name}" if path else name
     start = pos + header.header_size
     end = pos + header.size
-    body = data[start:end]
+    body = memoryview(data)[start:end]  # no copy: nested containers share the caller's buffer
     if cls is None:
-        return RawBox(header.type, body, header.usertype), end
+        return RawBox(header.type, bytes(body), header.usertype), end
     cur = Cursor(body, path=where, base=base + start)
     box = _ENTRY_PARSERS[header.type](cur) if header.type in _ENTRY_PARSERS else cls.parse(cur)
     cur.expect_end()
     return box, end
 
 
-def parse_boxes(data: bytes, *, path: str = "", base: int = 0) -> list[Box]:
+def parse_boxes(data: bytes | memoryview, *, path: str = "", base: int = 0) -> list[Box]:
     out: list[Box] = []
     pos = 0
     while pos < len(data):
@@ -187,7 +187,7 @@ def parse_boxes(data: bytes, *, path: str = "", base: int = 0) -> list[Box]:
 
 def _children_of(cur: Cursor) -> list[Box]:
     start = cur.offset
-    return parse_boxes(cur.rest(), path=cur.path, base=start)
+    return parse_boxes(cur.rest_view(), path=cur.path, base=start)
 
 
 def _write_children(children: list[Box]) -> bytes:

@@ -10,6 +10,7 @@ from ingest.errors import (
     HeaderMismatch,
     IngestTimeout,
     MissingHeader,
+    Overloaded,
     PointBusy,
     PointExists,
     PointNotFound,
@@ -34,6 +35,7 @@ STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (BodyTooLarge, 413),
     (IngestTimeout, 408),
     (ShuttingDown, 503),
+    (Overloaded, 503),
     (KeyNotFound, 404),
     (StorageError, 503),
 )

@@ -17,7 +17,7 @@ from typing import Any
 
 from conf.logs import event
 from conf.settings import IngestSettings
-from ingest.errors import BodyTooLarge, IngestTimeout, PointNotFound, ShuttingDown
+from ingest.errors import BodyTooLarge, IngestTimeout, Overloaded, PointNotFound, ShuttingDown
 from ingest.fmp4 import Event, Fmp4Receiver, FragmentReceived, StreamEnded, TracksDeclared
 from ingest.points import PointRegistry, PublishingPoint
 from origin.errors import error_body, status_for
@@ -46,13 +46,33 @@ class IngestEndpoint:
         self.app = app
         self.registry = registry
         self.settings = settings
+        self.active = 0  # ingest requests in progress
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("POST", "PUT"):
             path = scope["path"]
             match = STREAM_PATH.fullmatch(path)
             if match:
-                await self._respond(send, await self._ingest(scope, receive, match["point"], match["stream"]))
+                if self.active >= self.settings.max_connections:
+                    await self._respond(
+                        send,
+                        self._failure(
+                            Overloaded(
+                                f"{self.active} ingest requests in progress, the limit "
+                                "(ingest.max_connections); retry later"
+                            ),
+                            match["point"],
+                            match["stream"],
+                        ),
+                    )
+                    return
+                self.active += 1
+                try:
+                    await self._respond(
+                        send, await self._ingest(scope, receive, match["point"], match["stream"])
+                    )
+                finally:
+                    self.active -= 1
                 return
             match = POINT_PATH.fullmatch(path)
             if match and scope["method"] == "POST":
@@ -106,9 +126,22 @@ class IngestEndpoint:
                 raise PointNotFound(
                     f"publishing point {str(pid)!r} does not exist; create it first (PUT /{pid}.isml)"
                 )
-            existing = await self.registry.get(pid)
-            known = await existing.ingest_header(stream) if existing else None
+            target = await self.registry.get(pid)
+            if target is not None:
+                target.connections += 1  # counted from the start, so DELETE cannot race the first write
+            known = await target.ingest_header(stream) if target else None
             receiver = Fmp4Receiver(stream, self.settings.max_box_size, known)
+
+            async def apply(receiver: Fmp4Receiver, events: list[Event]) -> None:
+                nonlocal target, stored, duplicates
+                for ev in events:
+                    if target is None:
+                        target = await self.registry.for_ingest(pid)
+                        target.connections += 1
+                    verdict = await self._apply(target, receiver, stream, ev)
+                    stored += verdict is Verdict.NEW
+                    duplicates += verdict is Verdict.DUPLICATE
+
             event(log, "ingest.started", channel=str(pid), stream=stream, peer=peer)
             total = 0
             more = True
@@ -124,16 +157,10 @@ class IngestEndpoint:
                         f"request body exceeds the limit of {self.settings.max_body_size} bytes "
                         "(ingest.max_body_size)"
                     )
-                events = receiver.feed(chunk) if chunk else []
+                # Events before a bad box are applied first; the error comes with the next call.
+                await apply(receiver, receiver.feed(chunk) if chunk else [])
                 if not more:
-                    events += receiver.close()
-                for ev in events:
-                    if target is None:
-                        target = await self.registry.for_ingest(pid)
-                        target.connections += 1
-                    verdict = await self._apply(target, receiver, stream, ev)
-                    stored += verdict is Verdict.NEW
-                    duplicates += verdict is Verdict.DUPLICATE
+                    await apply(receiver, receiver.close())
             event(
                 log,
                 "ingest.finished",
@@ -172,6 +199,9 @@ class IngestEndpoint:
             done, _ = await asyncio.wait(
                 {recv, closing}, timeout=self.settings.read_timeout, return_when=asyncio.FIRST_COMPLETED
             )
+        except asyncio.CancelledError:
+            recv.cancel()
+            raise
         finally:
             closing.cancel()
         if recv in done:

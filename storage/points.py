@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
+from conf.logs import event
 from media.cmaf import read_fragment
 from media.errors import MediaError
 from media.model import Fragment, Track, TrackKind
@@ -16,6 +18,8 @@ from storage.keys import PointId, fragment_time
 from storage.server_manifest import PointOptions, ServerManifest, parse_server_manifest, write_server_manifest
 from storage.store import Store
 from storage.timeline import FLAG_KEYFRAME, MAGIC, RECORD, Timeline, TimelineEntry, decode_index
+
+log = logging.getLogger("headwater.storage")
 
 
 class PointState(StrEnum):
@@ -120,40 +124,58 @@ class PointStore:
             fragment.decode_time, fragment.duration, len(fragment.data), wallclock_ms, flags
         )
         index_key = pid.index_key(fragment.track)
-        if not await self.store.exists(index_key):
-            await self.store.append(index_key, MAGIC)
-        await self.store.append(index_key, bytes(entry))
+        if await self.store.exists(index_key):
+            await self.store.append(index_key, bytes(entry))
+        else:  # created whole, so an index never lacks its magic
+            await self.store.put(index_key, MAGIC + bytes(entry))
         return entry
 
     async def read_fragment(self, pid: PointId, track: str, decode_time: int) -> bytes:
         return await self.store.get(pid.fragment_key(track, decode_time))
 
     async def load_timeline(self, pid: PointId, track: str) -> Timeline:
-        """The track's index, repaired after a crash: a partial last record is dropped, and fragments
-        stored after the last indexed one (killed between the two writes) are read and indexed."""
+        """The track's index, checked and repaired after a crash or a failed write: a partial last
+        record is dropped, repeated records (an append that failed after its bytes landed, then a
+        retry) are merged, fragments stored but never indexed are read and indexed, and an index
+        that cannot be read at all is rebuilt from the fragment files."""
         index_key = pid.index_key(track)
         raw = await self.store.get_or_none(index_key) or b""
-        entries = decode_index(raw)
-        clean = not raw or len(raw) == len(MAGIC) + len(entries) * RECORD.size
-        last = entries[-1].decode_time if entries else -1
-        repaired: list[TimelineEntry] = []
-        for key in await self.store.list(pid.track_prefix(track)):
-            time = fragment_time(key)
-            if time is None or time <= last:
-                continue
-            data = await self.store.get(key)
-            try:
-                decode_time, samples, _ = read_fragment(data)
-            except MediaError as exc:
-                raise StorageError(f"stored fragment {key!r} is unreadable: {exc}") from exc
-            previous = repaired[-1] if repaired else (entries[-1] if entries else None)
-            # The ingest clock of an unindexed fragment is lost; its predecessor's is the best bound.
-            wallclock = previous.wallclock_ms if previous else 0
-            flags = FLAG_KEYFRAME if samples and samples[0].is_sync else 0
-            repaired.append(
-                TimelineEntry(decode_time, sum(s.duration for s in samples), len(data), wallclock, flags)
-            )
-        if repaired or not clean:
-            entries += repaired
-            await self.store.put(index_key, MAGIC + b"".join(bytes(e) for e in entries))
-        return Timeline(entries)
+        try:
+            entries = decode_index(raw)
+        except StorageError as exc:
+            event(log, "index.rebuilt", logging.WARNING, key=index_key, reason=str(exc))
+            entries = []
+        by_time = {e.decode_time: e for e in entries}
+        rewrite = list(by_time.values()) != entries or (
+            bool(raw) and len(raw) != len(MAGIC) + len(entries) * RECORD.size
+        )
+        files = {
+            time: key
+            for key in await self.store.list(pid.track_prefix(track))
+            if (time := fragment_time(key)) is not None
+        }
+        if any(time not in files for time in by_time):
+            # Records that name no fragment: the index is damaged (e.g. misaligned by a short write).
+            event(log, "index.rebuilt", logging.WARNING, key=index_key, reason="records without fragments")
+            by_time, rewrite = {}, True
+        previous: TimelineEntry | None = None
+        for time in sorted(files):
+            if time not in by_time:
+                by_time[time] = await self._entry_from_fragment(files[time], previous)
+                rewrite = True
+            previous = by_time[time]
+        ordered = [by_time[t] for t in sorted(by_time)]
+        if rewrite:
+            await self.store.put(index_key, MAGIC + b"".join(bytes(e) for e in ordered))
+        return Timeline(ordered)
+
+    async def _entry_from_fragment(self, key: str, previous: TimelineEntry | None) -> TimelineEntry:
+        data = await self.store.get(key)
+        try:
+            decode_time, samples, _ = read_fragment(data)
+        except MediaError as exc:
+            raise StorageError(f"stored fragment {key!r} is unreadable: {exc}") from exc
+        flags = FLAG_KEYFRAME if samples and samples[0].is_sync else 0
+        # The ingest clock of an unindexed fragment is lost; its predecessor's is the best bound.
+        wallclock = previous.wallclock_ms if previous else 0
+        return TimelineEntry(decode_time, sum(s.duration for s in samples), len(data), wallclock, flags)

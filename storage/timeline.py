@@ -90,17 +90,23 @@ class Timeline:
             return self.entries[i]
         return None
 
-    def check(self, decode_time: int) -> Verdict:
+    def check(self, decode_time: int, tolerance: int = 0) -> Verdict:
         """Whether a fragment starting at ``decode_time`` is new, already stored (a reconnecting or
-        redundant encoder re-sending it), or would go back into the stored timeline."""
+        redundant encoder re-sending it), or would go back into the stored timeline.
+
+        ``tolerance`` (about one sample) absorbs encoders whose ``trun`` durations are rounded while
+        their decode times follow the exact clock: a fragment starting that little before the
+        stored end is new, and the packagers take the next decode time as the boundary."""
         if self.find(decode_time) is not None:
             return Verdict.DUPLICATE
-        if self.entries and decode_time < self.end:
+        last = self.last
+        if last is not None and (decode_time <= last.decode_time or decode_time < last.end - tolerance):
             return Verdict.BACKWARDS
         return Verdict.NEW
 
-    def is_gap(self, decode_time: int) -> bool:
-        return bool(self.entries) and decode_time > self.end
+    def is_gap(self, decode_time: int, tolerance: int = 0) -> bool:
+        """A gap bigger than ``tolerance`` separates ``decode_time`` from the stored end."""
+        return bool(self.entries) and decode_time > self.end + tolerance
 
     def add(self, entry: TimelineEntry) -> None:
         if self.entries and entry.decode_time < self.entries[-1].decode_time:

@@ -100,6 +100,23 @@ class Server:
                     out.append(entry)
         return out
 
+    def settled(self, point: str, state: str = "stopped", timeout: float = 15) -> dict[str, object]:
+        """The point's state once it reaches ``state``: ffmpeg exits after sending its last bytes,
+        without waiting for the answer, so the server may still be storing them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            current = self.state(point)
+            if current["state"] == state or time.monotonic() > deadline:
+                return current
+            time.sleep(0.05)
+
+    def wait_events(self, name: str, count: int, timeout: float = 15) -> list[dict[str, object]]:
+        """The ``name`` events once there are ``count`` of them (or what there is at the deadline)."""
+        deadline = time.monotonic() + timeout
+        while len(found := self.events(name)) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return found
+
     def state(self, point: str) -> dict[str, object]:
         response = httpx.get(f"{self.url}/{point}.isml/state", timeout=5)
         response.raise_for_status()

@@ -56,7 +56,7 @@ def test_kill9_mid_ingest_then_encoder_reconnects(server: Server, tmp_path: Path
     # The encoder reconnects and sends the whole stream again from time zero: what is stored is
     # dropped as duplicate, the rest continues the same timeline.
     assert run_ffmpeg(*smooth_args(url)).returncode == 0
-    state = server.state("live/crash")
+    state = server.settled("live/crash")
     assert state["state"] == "stopped"
     video = probe(track_file(server.root, "live/crash", "video=400000", tmp_path / "v.mp4"))
     assert int(video["nb_read_frames"]) == 150  # type: ignore[call-overload]
@@ -67,6 +67,7 @@ def test_kill9_mid_ingest_then_encoder_reconnects(server: Server, tmp_path: Path
 
 def test_index_rebuilt_after_crash_between_fragment_and_index_write(server: Server) -> None:
     assert run_ffmpeg(*smooth_args(f"{server.url}/live/repair.isml/Streams(e)")).returncode == 0
+    server.settled("live/repair")
     before = fragment_counts(server, "live/repair")
     server.stop()
     # Simulate a crash after a fragment was stored but before its index record was complete:

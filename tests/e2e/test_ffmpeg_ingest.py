@@ -56,7 +56,7 @@ def test_smooth_two_bitrates_and_audio(server: Server, tmp_path: Path) -> None:
     result = run_ffmpeg(*smooth_args(f"{server.url}/live/smooth.isml/Streams(encoder1)"))
     assert result.returncode == 0, result.stderr
 
-    state = server.state("live/smooth")
+    state = server.settled("live/smooth")
     assert state["state"] == "stopped"
     tracks = {t["name"]: t for t in state["tracks"]}  # type: ignore[attr-defined]
     assert set(tracks) == {"video=400000", "video=200000", "audio=64000"}
@@ -130,7 +130,7 @@ def test_cmaf_one_post_per_track(server: Server, tmp_path: Path) -> None:
     _, err = push.communicate(timeout=120)
     assert push.returncode == 0, err
 
-    state = server.state("live/cmaf")
+    state = server.settled("live/cmaf")
     assert state["state"] == "stopped"
     tracks = {t["name"]: t for t in state["tracks"]}  # type: ignore[attr-defined]
     assert set(tracks) == {"video", "audio"}
@@ -147,14 +147,15 @@ def test_cmaf_one_post_per_track(server: Server, tmp_path: Path) -> None:
 def test_encoder_resending_everything_stores_nothing_twice(server: Server) -> None:
     url = f"{server.url}/live/again.isml/Streams(encoder1)"
     assert run_ffmpeg(*smooth_args(url)).returncode == 0
+    server.wait_events("ingest.finished", 1)
     before = {t["name"]: t["fragments"] for t in server.state("live/again")["tracks"]}  # type: ignore[attr-defined]
 
     # A reconnecting (or second, redundant) encoder sends the same fragments again.
     assert run_ffmpeg(*smooth_args(url)).returncode == 0
+    finished = server.wait_events("ingest.finished", 2)
     state = server.state("live/again")
     after = {t["name"]: t["fragments"] for t in state["tracks"]}  # type: ignore[attr-defined]
     assert after == before
-    finished = server.events("ingest.finished")
     assert finished[-1]["stored"] == 0 and finished[-1]["duplicates"] == sum(before.values())  # type: ignore[arg-type]
 
 
@@ -199,7 +200,7 @@ def test_redundant_encoders_first_arrival_wins(server: Server, tmp_path: Path) -
     for push in pushes:
         _, err = push.communicate(timeout=60)
         assert push.returncode == 0, err
-    state = server.state("live/twin")
+    state = server.settled("live/twin")
     assert {t["name"]: t["fragments"] for t in state["tracks"]} == {  # type: ignore[attr-defined]
         "video=400000": 3,
         "video=200000": 3,

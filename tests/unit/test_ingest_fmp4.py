@@ -385,17 +385,31 @@ def one_fragment(time: int, sizes: list[int], *, sequence: int = 1) -> bytes:
     )
 
 
-def test_lmsg_segment_ends_the_stream() -> None:
-    data = cmaf_stream(styp(), one_fragment(0, [5]), styp(b"lmsg"), one_fragment(3000, [4], sequence=2))
+def test_lmsg_segment_ends_the_stream_with_the_body() -> None:
+    # The last segment may carry several CMAF chunks: all are kept, and the body's end ends it.
+    data = cmaf_stream(
+        styp(),
+        one_fragment(0, [5]),
+        styp(b"lmsg"),
+        one_fragment(3000, [4], sequence=2),
+        one_fragment(7000, [1], sequence=3),
+    )
     receiver = Fmp4Receiver("video.cmfv", MAX_BOX)
     events = receiver.feed(data)
-    assert [type(e) for e in events] == [TracksDeclared, FragmentReceived, FragmentReceived, StreamEnded]
-    assert events[-1] == StreamEnded("lmsg")
+    assert [type(e) for e in events] == [TracksDeclared, FragmentReceived, FragmentReceived, FragmentReceived]
+    assert not receiver.ended
+    assert receiver.close() == [StreamEnded("lmsg")]
     assert receiver.ended
-    with pytest.raises(BoxError, match="after the end of the stream") as info:
-        receiver.feed(one_fragment(6000, [1]))
-    assert info.value.offset == len(data)
-    assert receiver.close() == []
+
+
+def test_segment_after_the_last_one_is_refused_after_what_came_before() -> None:
+    data = cmaf_stream(styp(b"lmsg"), one_fragment(0, [5]), styp(), one_fragment(3000, [4], sequence=2))
+    receiver = Fmp4Receiver("video.cmfv", MAX_BOX)
+    events = receiver.feed(data)
+    assert [type(e) for e in events] == [TracksDeclared, FragmentReceived]
+    with pytest.raises(BoxError, match="segment after the last one") as info:
+        receiver.close()
+    assert info.value.path == "styp"
 
 
 def test_styp_without_lmsg_does_not_end_the_stream() -> None:
@@ -587,3 +601,38 @@ def test_errors_after_parsing_carry_an_offset(data: bytes) -> None:
     with pytest.raises(MediaError) as info:
         receive("video.cmfv", data)
     assert info.value.offset is not None
+
+
+def test_many_fieldless_truns_are_refused_before_parsing() -> None:
+    # 688 bytes announcing 40 x 65536 samples: refused from the trun headers, nothing allocated.
+    trun = (16).to_bytes(4, "big") + b"trun" + bytes(4) + (65536).to_bytes(4, "big")
+    tfhd = (16).to_bytes(4, "big") + b"tfhd" + (0x020000).to_bytes(4, "big") + (1).to_bytes(4, "big")
+    traf = (8 + 16 + 16 * 40).to_bytes(4, "big") + b"traf" + tfhd + trun * 40
+    mfhd = (16).to_bytes(4, "big") + b"mfhd" + bytes(4) + (1).to_bytes(4, "big")
+    moof = (8 + 16 + len(traf)).to_bytes(4, "big") + b"moof" + mfhd + traf
+    header = cmaf_stream()
+    with pytest.raises(BoxError, match="declares 2621440 samples") as info:
+        receive("video.cmfv", header + moof)
+    assert info.value.offset == len(header)
+
+
+def test_whole_fragment_before_zero_is_dropped_quickly() -> None:
+    # A decode time just below 2**64 reads as negative: every sample lies before zero.
+    data = cmaf_stream(one_fragment(2**64 - 10**12, [1] * 1000))
+    events = receive("video.cmfv", data)
+    assert not any(isinstance(e, FragmentReceived) for e in events)
+
+
+def test_negative_composition_offset_in_trun_v0_is_read_signed() -> None:
+    traf: list[Box] = [
+        TrackFragmentHeaderBox(1, default_base_is_moof=True),
+        TrackFragmentDecodeTimeBox(0),
+        TrackRun(
+            flags=0x01 | 0x100 | 0x200 | 0x800,
+            version=0,
+            samples=[TrunEntry(duration=3000, size=2, composition_offset=(1 << 32) - 3000)],
+        ),
+    ]
+    data = cmaf_stream() + moof_mdat([traf], [b"ab"])
+    fragment = next(e.fragment for e in receive("video.cmfv", data) if isinstance(e, FragmentReceived))
+    assert fragment.samples[0].composition_offset == -3000
