@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from media.aac import AudioSpecificConfig
 from media.boxes import (
     AudioSampleEntry,
     AVCConfigurationBox,
@@ -74,46 +75,14 @@ class CodecInfo:
     bitrate: int = 0
 
 
-_AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
-
-
-class _Bits:
-    """Big-endian bit reader over a short configuration record; reads past the end give zeros."""
-
-    def __init__(self, data: bytes) -> None:
-        self.value = int.from_bytes(data, "big")
-        self.left = len(data) * 8
-
-    def read(self, n: int) -> int:
-        self.left -= n
-        return (self.value >> self.left) & ((1 << n) - 1) if self.left >= 0 else 0
-
-
 def aac_codec_string(asc: bytes) -> tuple[str, int, int]:
-    """RFC 6381 §3.3 for MPEG-4 audio: ``mp4a.40.<audioObjectType>``, plus the output sample rate and
-    channel count from the AudioSpecificConfig (ISO/IEC 14496-3 §1.6.2.1); 0 where not stated.
-    With explicit SBR/PS signalling (AOT 5 or 29) the output rate is the extension rate (§1.6.5.2)
-    and PS output is stereo."""
-    if len(asc) < 2:
+    """RFC 6381 codec string, output sample rate and output channel count of an AudioSpecificConfig
+    (:mod:`media.aac`); a record too short to say gives ``mp4a.40.2`` and zeros."""
+    try:
+        config = AudioSpecificConfig.parse(asc)
+    except UnsupportedMedia:
         return "mp4a.40.2", 0, 0
-    bits = _Bits(asc[:8])
-
-    def object_type() -> int:
-        aot = bits.read(5)
-        return 32 + bits.read(6) if aot == 31 else aot
-
-    def rate() -> int:
-        index = bits.read(4)
-        return bits.read(24) if index == 0xF else (_AAC_RATES[index] if index < len(_AAC_RATES) else 0)
-
-    aot = object_type()
-    sample_rate = rate()
-    channels = bits.read(4)
-    if aot in (5, 29):
-        sample_rate = rate() or sample_rate
-        if aot == 29 and channels == 1:
-            channels = 2
-    return f"mp4a.40.{aot}", sample_rate, channels
+    return config.codec_string, config.output_rate, config.output_channels
 
 
 def codec_info(entry: Box, path: str) -> CodecInfo:
