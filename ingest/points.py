@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from conf.logs import event
 from ingest.errors import BackwardsTimestamp, HeaderMismatch, PointBusy, PointExists, PointNotFound
 from media.model import Fragment, Track
+from media.timeline import FLAG_DISCONTINUITY, FLAG_KEYFRAME, Timeline, Verdict
 from storage.keys import PointId
 from storage.points import PointState, PointStore, StateRecord
 from storage.server_manifest import PointOptions, ServerManifest
-from storage.timeline import FLAG_DISCONTINUITY, FLAG_KEYFRAME, Timeline, Verdict
 
 log = logging.getLogger("headwater.ingest")
 

@@ -20,9 +20,9 @@ from conf.settings import IngestSettings
 from ingest.errors import BodyTooLarge, IngestTimeout, Overloaded, PointNotFound, ShuttingDown
 from ingest.fmp4 import Event, Fmp4Receiver, FragmentReceived, StreamEnded, TracksDeclared
 from ingest.points import PointRegistry, PublishingPoint
+from media.timeline import Verdict
 from origin.errors import error_body, status_for
 from storage.keys import PointId, check_stream
-from storage.timeline import Verdict
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]

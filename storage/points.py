@@ -13,11 +13,12 @@ from conf.logs import event
 from media.cmaf import read_fragment
 from media.errors import MediaError
 from media.model import Fragment, Track, TrackKind
+from media.timeline import FLAG_KEYFRAME, Timeline, TimelineEntry
 from storage.errors import StorageError
 from storage.keys import PointId, fragment_time
 from storage.server_manifest import PointOptions, ServerManifest, parse_server_manifest, write_server_manifest
 from storage.store import Store
-from storage.timeline import FLAG_KEYFRAME, MAGIC, RECORD, Timeline, TimelineEntry, decode_index
+from storage.timeline import MAGIC, RECORD, decode_index, encode_entry
 
 log = logging.getLogger("headwater.storage")
 
@@ -125,9 +126,9 @@ class PointStore:
         )
         index_key = pid.index_key(fragment.track)
         if await self.store.exists(index_key):
-            await self.store.append(index_key, bytes(entry))
+            await self.store.append(index_key, encode_entry(entry))
         else:  # created whole, so an index never lacks its magic
-            await self.store.put(index_key, MAGIC + bytes(entry))
+            await self.store.put(index_key, MAGIC + encode_entry(entry))
         return entry
 
     async def read_fragment(self, pid: PointId, track: str, decode_time: int) -> bytes:
@@ -166,7 +167,7 @@ class PointStore:
             previous = by_time[time]
         ordered = [by_time[t] for t in sorted(by_time)]
         if rewrite:
-            await self.store.put(index_key, MAGIC + b"".join(bytes(e) for e in ordered))
+            await self.store.put(index_key, MAGIC + b"".join(encode_entry(e) for e in ordered))
         return Timeline(ordered)
 
     async def _entry_from_fragment(self, key: str, previous: TimelineEntry | None) -> TimelineEntry:

@@ -1,52 +1,26 @@
-"""The per-track timeline index: one fixed-size record per stored fragment, in decode order.
+"""The persisted form of a track's timeline: one fixed-size record per stored fragment.
 
 Layout (big-endian): an 8-byte magic ``HWTIDX01``, then 32-byte records::
 
     u64 decode_time   u64 duration   u32 size   u64 wallclock_ms (UTC, ingest clock)   u32 flags
 
-Records are appended after their fragment is stored, so a crash leaves at worst a fragment that
-is not indexed yet (found again by :func:`storage.points.PointStore.load_timeline`) or a partial
-last record (dropped on load).
+Records are appended after their fragment is stored; :func:`storage.points.PointStore.load_timeline`
+checks and repairs the index against the fragment files.
 """
 
 from __future__ import annotations
 
-import bisect
 import struct
-from dataclasses import dataclass
-from enum import Enum
 
+from media.timeline import TimelineEntry
 from storage.errors import StorageError
 
 MAGIC = b"HWTIDX01"
 RECORD = struct.Struct(">QQIQI")
-FLAG_KEYFRAME = 0x1
-FLAG_DISCONTINUITY = 0x2
 
 
-@dataclass(frozen=True, slots=True)
-class TimelineEntry:
-    decode_time: int
-    duration: int
-    size: int
-    wallclock_ms: int
-    flags: int
-
-    @property
-    def end(self) -> int:
-        return self.decode_time + self.duration
-
-    @property
-    def keyframe(self) -> bool:
-        return bool(self.flags & FLAG_KEYFRAME)
-
-    @property
-    def discontinuity(self) -> bool:
-        """A gap precedes this fragment (encoder restart, lost fragments)."""
-        return bool(self.flags & FLAG_DISCONTINUITY)
-
-    def __bytes__(self) -> bytes:
-        return RECORD.pack(self.decode_time, self.duration, self.size, self.wallclock_ms, self.flags)
+def encode_entry(entry: TimelineEntry) -> bytes:
+    return RECORD.pack(entry.decode_time, entry.duration, entry.size, entry.wallclock_ms, entry.flags)
 
 
 def decode_index(data: bytes) -> list[TimelineEntry]:
@@ -58,58 +32,3 @@ def decode_index(data: bytes) -> list[TimelineEntry]:
     body = memoryview(data)[len(MAGIC) :]
     whole = len(body) - len(body) % RECORD.size
     return [TimelineEntry(*fields) for fields in RECORD.iter_unpack(body[:whole])]
-
-
-class Verdict(Enum):
-    NEW = "new"
-    DUPLICATE = "duplicate"
-    BACKWARDS = "backwards"
-
-
-class Timeline:
-    """The in-memory copy of one track's index, sorted by decode time."""
-
-    def __init__(self, entries: list[TimelineEntry] | None = None) -> None:
-        self.entries: list[TimelineEntry] = sorted(entries or [], key=lambda e: e.decode_time)
-        self._times = [e.decode_time for e in self.entries]
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    @property
-    def last(self) -> TimelineEntry | None:
-        return self.entries[-1] if self.entries else None
-
-    @property
-    def end(self) -> int:
-        return self.entries[-1].end if self.entries else 0
-
-    def find(self, decode_time: int) -> TimelineEntry | None:
-        i = bisect.bisect_left(self._times, decode_time)
-        if i < len(self._times) and self._times[i] == decode_time:
-            return self.entries[i]
-        return None
-
-    def check(self, decode_time: int, tolerance: int = 0) -> Verdict:
-        """Whether a fragment starting at ``decode_time`` is new, already stored (a reconnecting or
-        redundant encoder re-sending it), or would go back into the stored timeline.
-
-        ``tolerance`` (about one sample) absorbs encoders whose ``trun`` durations are rounded while
-        their decode times follow the exact clock: a fragment starting that little before the
-        stored end is new, and the packagers take the next decode time as the boundary."""
-        if self.find(decode_time) is not None:
-            return Verdict.DUPLICATE
-        last = self.last
-        if last is not None and (decode_time <= last.decode_time or decode_time < last.end - tolerance):
-            return Verdict.BACKWARDS
-        return Verdict.NEW
-
-    def is_gap(self, decode_time: int, tolerance: int = 0) -> bool:
-        """A gap bigger than ``tolerance`` separates ``decode_time`` from the stored end."""
-        return bool(self.entries) and decode_time > self.end + tolerance
-
-    def add(self, entry: TimelineEntry) -> None:
-        if self.entries and entry.decode_time < self.entries[-1].decode_time:
-            raise ValueError("timeline entries are added in decode order")
-        self.entries.append(entry)
-        self._times.append(entry.decode_time)

@@ -6,10 +6,11 @@ from pathlib import Path
 
 from media.cmaf import write_fragment
 from media.model import Fragment, Sample
+from media.timeline import FLAG_KEYFRAME, Timeline, TimelineEntry, Verdict
 from storage.disk import DiskStore
 from storage.keys import PointId
 from storage.points import PointStore
-from storage.timeline import FLAG_KEYFRAME, MAGIC, RECORD, Timeline, TimelineEntry, Verdict
+from storage.timeline import MAGIC, RECORD
 
 PID = PointId.parse("live/idx")
 

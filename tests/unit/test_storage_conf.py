@@ -21,6 +21,7 @@ from conf.settings import (
     setting_names,
 )
 from media.model import Track, TrackKind
+from media.timeline import FLAG_DISCONTINUITY, FLAG_KEYFRAME, Timeline, TimelineEntry, Verdict
 from storage.errors import InvalidName, InvalidOption, StorageError
 from storage.keys import PointId, check_stream, check_track, fragment_time
 from storage.server_manifest import (
@@ -30,16 +31,7 @@ from storage.server_manifest import (
     parse_server_manifest,
     write_server_manifest,
 )
-from storage.timeline import (
-    FLAG_DISCONTINUITY,
-    FLAG_KEYFRAME,
-    MAGIC,
-    RECORD,
-    Timeline,
-    TimelineEntry,
-    Verdict,
-    decode_index,
-)
+from storage.timeline import MAGIC, RECORD, decode_index, encode_entry
 
 FAST = settings(max_examples=50, deadline=None, derandomize=True)
 
@@ -52,7 +44,7 @@ def entry(time: int, duration: int = 100, flags: int = FLAG_KEYFRAME) -> Timelin
 
 
 def test_record_layout() -> None:
-    record = bytes(TimelineEntry(1, 2, 3, 4, FLAG_KEYFRAME | FLAG_DISCONTINUITY))
+    record = encode_entry(TimelineEntry(1, 2, 3, 4, FLAG_KEYFRAME | FLAG_DISCONTINUITY))
     assert RECORD.size == 32
     assert record == bytes.fromhex("0000000000000001 0000000000000002 00000003 0000000000000004 00000003")
 
@@ -80,7 +72,7 @@ def test_entry_properties() -> None:
 def test_decode_index_round_trip_ignores_partial_trailing_record(
     entries: list[TimelineEntry], cut: int
 ) -> None:
-    data = MAGIC + b"".join(bytes(e) for e in entries)
+    data = MAGIC + b"".join(encode_entry(e) for e in entries)
     assert decode_index(data) == entries
     if entries:
         assert decode_index(data[: len(data) - cut]) == (entries if cut == 0 else entries[:-1])
@@ -89,9 +81,9 @@ def test_decode_index_round_trip_ignores_partial_trailing_record(
 def test_decode_index_edge_cases() -> None:
     assert decode_index(b"") == []
     assert decode_index(MAGIC) == []
-    assert decode_index(MAGIC + bytes(entry(0))[:31]) == []
+    assert decode_index(MAGIC + encode_entry(entry(0))[:31]) == []
     with pytest.raises(StorageError, match="HWTIDX01"):
-        decode_index(b"NOTANIDX" + bytes(entry(0)))
+        decode_index(b"NOTANIDX" + encode_entry(entry(0)))
 
 
 def test_timeline_check_rules() -> None:
