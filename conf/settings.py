@@ -68,6 +68,12 @@ class IngestSettings:
 
 
 @dataclass(frozen=True)
+class PlayoutSettings:
+    cors_origin: str = "*"  # Access-Control-Allow-Origin on playout answers; empty: no CORS headers
+    cache_size: int = 256 * 1024**2  # bytes of rendered manifests and segments kept in memory
+
+
+@dataclass(frozen=True)
 class StorageSettings:
     fsync: bool = True  # fsync every object before acknowledging it
 
@@ -85,6 +91,7 @@ class Settings:
     rtmp: str = "0.0.0.0:1935"
     shutdown_timeout: float = 10.0  # seconds SIGTERM waits for requests and writes in flight
     ingest: IngestSettings = field(default_factory=IngestSettings)
+    playout: PlayoutSettings = field(default_factory=PlayoutSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     log: LogSettings = field(default_factory=LogSettings)
     points: PointOptions = field(default_factory=PointOptions)
@@ -94,7 +101,12 @@ class Settings:
         return parse_address(self.http)
 
 
-_SECTIONS = {"ingest": IngestSettings, "storage": StorageSettings, "log": LogSettings}
+_SECTIONS = {
+    "ingest": IngestSettings,
+    "playout": PlayoutSettings,
+    "storage": StorageSettings,
+    "log": LogSettings,
+}
 _TOP = ("root", "http", "rtmp", "shutdown_timeout")
 _CHOICES = {"log.format": ("json", "text"), "log.level": ("debug", "info", "warning", "error")}
 

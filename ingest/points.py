@@ -8,6 +8,7 @@ before it is acknowledged.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -59,7 +60,14 @@ class WriteTracker:
         await self._idle.wait()
 
 
+_generations = itertools.count(1)
+
+
 class PublishingPoint:
+    """A publishing point loaded in this process. ``version`` grows with every change a manifest
+    could show; ``generation`` tells apart two incarnations of the same path (deleted, recreated),
+    so caches keyed on both never serve stale answers."""
+
     def __init__(
         self,
         pid: PointId,
@@ -81,6 +89,8 @@ class PublishingPoint:
         self._ingest_headers: dict[str, bytes] = {}
         self._ended: set[str] = set()
         self.connections = 0  # ingest requests in progress
+        self.version = 0
+        self.generation = next(_generations)
         self.deleted = False
         self._declare_lock = asyncio.Lock()
         self._state_lock = asyncio.Lock()
@@ -103,6 +113,10 @@ class PublishingPoint:
                     self._timelines[track] = timeline
         return timeline
 
+    async def fragment(self, track: str, decode_time: int) -> bytes:
+        """A stored fragment's bytes (moof + mdat)."""
+        return await self._points.read_fragment(self.pid, track, decode_time)
+
     async def ingest_header(self, stream: str) -> bytes | None:
         """The header an earlier request of ``stream`` sent, for one-request-per-segment encoders."""
         if stream not in self._ingest_headers:
@@ -123,6 +137,7 @@ class PublishingPoint:
                 log, "point.state", channel=str(self.pid), state=state.value, previous=self.state.state.value
             )
             self.state = record
+            self.version += 1
 
     def _check_live(self) -> None:
         if self.deleted:
@@ -167,6 +182,7 @@ class PublishingPoint:
                     stream=stream,
                 )
             if added:
+                self.version += 1
                 self.manifest = self.manifest.with_tracks(list(self.tracks.values()))
                 await self._points.write_manifest(self.pid, self.manifest)
             if self._ingest_headers.get(stream) != header:
@@ -214,6 +230,7 @@ class PublishingPoint:
                 )
             entry = await self._points.write_fragment(self.pid, fragment, now_ms(), flags)
             timeline.add(entry)
+            self.version += 1
             stats.stored += 1
             stats.bytes += entry.size
             event(

@@ -38,7 +38,7 @@ from media.bmff import Cursor
 from media.boxes import AVCConfigurationBox, HEVCConfigurationBox
 from media.cmaf import read_fragment
 from media.errors import MediaError, UnsupportedMedia
-from media.model import Fragment, Sample, Track, TrackKind
+from media.model import Sample, Track, TrackKind
 
 __all__ = [
     "AUDIO_PID",
@@ -130,14 +130,14 @@ class TsTrack:
             raise TsMuxError(f"track {self.track.name!r}: dts_shift {self.dts_shift} is negative")
 
     @classmethod
-    def from_fragments(cls, track: Track, fragments: Sequence[Fragment], *, dts_shift: int = 0) -> TsTrack:
-        """The samples of consecutive stored fragments of ``track`` (as written by ingest), which must
-        follow each other without a gap or an overlap."""
+    def from_fragments(cls, track: Track, fragments: Sequence[bytes], *, dts_shift: int = 0) -> TsTrack:
+        """The samples of consecutive stored fragments of ``track`` (CMAF fragments as ingest
+        writes them), which must follow each other without a gap or an overlap."""
         samples: list[Sample] = []
         parts: list[bytes] = []
         start = end = 0
         for i, fragment in enumerate(fragments):
-            decode_time, frag_samples, payload = read_fragment(fragment.data)
+            decode_time, frag_samples, payload = read_fragment(fragment)
             if i == 0:
                 start = end = decode_time
             elif decode_time != end:

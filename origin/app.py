@@ -22,6 +22,7 @@ from ingest.errors import PointNotFound
 from ingest.points import PointRegistry
 from origin.errors import error_body, status_for
 from origin.ingest_endpoint import IngestEndpoint
+from origin.playout import PlayoutEndpoint
 from storage.keys import PointId
 from storage.points import PointStore
 from storage.roots import open_store
@@ -108,5 +109,6 @@ def create_app(settings: Settings, registry: PointRegistry | None = None) -> Qua
         )
         return body, status, {"Retry-After": "5"} if status == 503 else {}
 
-    app.asgi_app = IngestEndpoint(app.asgi_app, registry, settings.ingest)  # type: ignore[method-assign,assignment,arg-type]
+    ingest = IngestEndpoint(app.asgi_app, registry, settings.ingest)  # type: ignore[arg-type]
+    app.asgi_app = PlayoutEndpoint(ingest, registry, settings.playout)  # type: ignore[method-assign,assignment]
     return app

@@ -59,6 +59,7 @@ class PointOptions:
     hls_minimum_fragment_length: Fraction = Fraction(0)
     mpd_minimum_fragment_length: Fraction = Fraction(0)
     iss_minimum_fragment_length: Fraction = Fraction(0)
+    hls_fmp4: bool = False  # HLS with fMP4 (CMAF) segments instead of MPEG-TS
 
     def with_values(self, values: dict[str, str]) -> PointOptions:
         """These options with ``values`` (option name → text) applied; dotted names
@@ -88,6 +89,7 @@ OPTION_PARSERS: dict[str, Any] = {
     "hls_minimum_fragment_length": _duration,
     "mpd_minimum_fragment_length": _duration,
     "iss_minimum_fragment_length": _duration,
+    "hls_fmp4": _bool,
 }
 
 # Accepted so that Unified Origin server manifests load unchanged, and not acted on: metadata about

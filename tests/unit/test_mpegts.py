@@ -553,13 +553,13 @@ def test_from_fragments_joins_contiguous_fragments() -> None:
         )
         for i, p in enumerate(parts)
     ]
-    joined = TsTrack.from_fragments(track, fragments, dts_shift=100)
+    joined = TsTrack.from_fragments(track, [f.data for f in fragments], dts_shift=100)
     assert joined.decode_time == 0 and joined.dts_shift == 100
     assert joined.samples == parts[0].samples + parts[1].samples
     assert joined.data == parts[0].data + parts[1].data
     gap = Fragment("video", 1, 0, (), write_fragment(9, 5 * 3600, list(parts[1].samples), parts[1].data))
     with pytest.raises(TsMuxError, match="does not follow"):
-        TsTrack.from_fragments(track, [fragments[0], gap])
+        TsTrack.from_fragments(track, [fragments[0].data, gap.data])
 
 
 def test_malformed_input_errors() -> None:
@@ -641,7 +641,7 @@ class Capture:
 
     def segment(self, index: int) -> TsTrack:
         """One whole fragment (ffmpeg cuts video at each keyframe, every 2 s here)."""
-        return TsTrack.from_fragments(self.track, self.fragments[index : index + 1])
+        return TsTrack.from_fragments(self.track, [self.fragments[index].data])
 
     def cut(self, start: float, end: float) -> TsTrack:
         """The samples whose decode time lies in [start, end) seconds."""
@@ -666,7 +666,7 @@ def _capture(path: Path) -> Capture:
     events = receiver.feed(path.read_bytes()) + receiver.close()
     track = next(e.tracks[0] for e in events if isinstance(e, TracksDeclared))
     fragments = tuple(e.fragment for e in events if isinstance(e, FragmentReceived))
-    return Capture(track, TsTrack.from_fragments(track, fragments), fragments)
+    return Capture(track, TsTrack.from_fragments(track, [f.data for f in fragments]), fragments)
 
 
 @dataclass(frozen=True)

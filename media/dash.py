@@ -1,0 +1,126 @@
+"""DASH MPDs (ISO/IEC 23009-1, DASH-IF IOP live profile) rendered from a
+:class:`~media.presentation.Presentation`: SegmentTemplate with SegmentTimeline and ``$Time$``."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from fractions import Fraction
+
+from media import names
+from media.hls import iso_utc
+from media.model import TrackKind
+from media.presentation import Presentation, Segment, TrackView
+
+NS = "urn:mpeg:dash:schema:mpd:2011"
+PROFILES = "urn:mpeg:dash:profile:isoff-live:2011,urn:com:dashif:dash264"
+UTC_SCHEME = "urn:mpeg:dash:utc:http-xsdate:2014"
+CHANNEL_SCHEME = "urn:mpeg:dash:23003:3:audio_channel_configuration:2011"
+
+
+def duration(seconds: Fraction | float) -> str:
+    """xs:duration in seconds, millisecond precision: ``PT2.000S``."""
+    return f"PT{float(seconds):.3f}S"
+
+
+def timeline(segments: list[Segment]) -> ET.Element:
+    """SegmentTimeline: ``S@t`` where the timeline restarts (start and gaps), ``@r`` counting the
+    additional segments of equal duration that follow without a gap (§5.3.9.6)."""
+    element = ET.Element("SegmentTimeline")
+    run: ET.Element | None = None
+    previous: Segment | None = None
+    for segment in segments:
+        contiguous = previous is not None and segment.time == previous.end
+        if run is not None and contiguous and previous is not None and segment.duration == previous.duration:
+            run.set("r", str(int(run.get("r", "0")) + 1))
+        else:
+            run = ET.SubElement(element, "S")
+            if not contiguous:
+                run.set("t", str(segment.time))
+            run.set("d", str(segment.duration))
+        previous = segment
+    return element
+
+
+def _frame_rate(rate: Fraction) -> str:
+    return str(rate.numerator) if rate.denominator == 1 else f"{rate.numerator}/{rate.denominator}"
+
+
+def _groups(p: Presentation) -> list[list[TrackView]]:
+    """One AdaptationSet per content type and language, video first."""
+    groups: dict[tuple[str, str], list[TrackView]] = {}
+    for kind in (TrackKind.VIDEO, TrackKind.AUDIO):
+        for view in p.of_kind(kind):
+            groups.setdefault((kind.value, view.track.language), []).append(view)
+    return list(groups.values())
+
+
+def mpd(p: Presentation, stem: str, clock_url: str) -> str:
+    """The MPD: dynamic while live, anchored at the epoch with the Period starting at the stream's
+    wall-clock anchor; static with the whole archive once the stream has ended."""
+    root = ET.Element("MPD", xmlns=NS, profiles=PROFILES, minBufferTime=duration(2))
+    longest = max((v.target_duration for v in p.views if v.segments), default=2)
+    if p.live:
+        root.set("type", "dynamic")
+        root.set("availabilityStartTime", "1970-01-01T00:00:00Z")
+        root.set("publishTime", iso_utc(p.updated_ms))
+        root.set("minimumUpdatePeriod", duration(Fraction(longest, 2)))
+        root.set("timeShiftBufferDepth", duration(p.dvr_window))
+        root.set("suggestedPresentationDelay", duration(3 * longest))
+        period_start = Fraction(p.anchor_ms, 1000)
+    else:
+        root.set("type", "static")
+        ends = [Fraction(v.segments[-1].end, v.track.timescale) for v in p.views if v.segments]
+        starts = [Fraction(v.segments[0].time, v.track.timescale) for v in p.views if v.segments]
+        root.set("mediaPresentationDuration", duration(max(ends, default=0) - min(starts, default=0)))
+        period_start = Fraction(0)
+    earliest = min((Fraction(v.window[0].time, v.track.timescale) for v in p.views if v.window), default=0)
+    period = ET.SubElement(root, "Period", id="1", start=duration(period_start))
+    init, media = names.dash_templates(stem)
+    for set_id, views in enumerate(_groups(p), start=1):
+        first = views[0].track
+        adaptation = ET.SubElement(
+            period,
+            "AdaptationSet",
+            id=str(set_id),
+            contentType=first.kind.value,
+            mimeType=f"{first.kind.value}/mp4",
+            segmentAlignment="true",
+            startWithSAP="1",
+        )
+        if first.language != "und":
+            adaptation.set("lang", first.language)
+        for view in views:
+            track = view.track
+            representation = ET.SubElement(
+                adaptation,
+                "Representation",
+                id=track.name,
+                bandwidth=str(view.bandwidth()[0]),
+                codecs=track.codec_string,
+            )
+            if track.kind is TrackKind.VIDEO:
+                representation.set("width", str(track.width))
+                representation.set("height", str(track.height))
+                if view.frame_rate:
+                    representation.set("frameRate", _frame_rate(view.frame_rate))
+            else:
+                representation.set("audioSamplingRate", str(track.sample_rate))
+                ET.SubElement(
+                    representation,
+                    "AudioChannelConfiguration",
+                    schemeIdUri=CHANNEL_SCHEME,
+                    value=str(track.channels),
+                )
+            offset = 0 if p.live else int(earliest * track.timescale)
+            template = ET.SubElement(
+                representation,
+                "SegmentTemplate",
+                timescale=str(track.timescale),
+                initialization=init,
+                media=media,
+                presentationTimeOffset=str(offset),
+            )
+            template.append(timeline(view.window))
+    ET.SubElement(root, "UTCTiming", schemeIdUri=UTC_SCHEME, value=clock_url)
+    ET.indent(root, "  ")
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

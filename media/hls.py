@@ -1,0 +1,112 @@
+"""HLS playlists (draft-pantos-hls-rfc8216bis) rendered from a :class:`~media.presentation.Presentation`."""
+
+from __future__ import annotations
+
+import time as _time
+from fractions import Fraction
+
+from media import names
+from media.model import TrackKind
+from media.presentation import Presentation, TrackView
+
+VERSION = 6  # EXT-X-MAP in media playlists without I-frames needs version 6 (§4.4.4.5)
+
+
+def iso_utc(ms: int) -> str:
+    """``2026-11-21T10:00:00.000Z``: the date-time form of EXT-X-PROGRAM-DATE-TIME (§4.4.4.6)."""
+    return _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace('"', "'") + '"'
+
+
+def _seconds(ticks: int, timescale: int) -> str:
+    return f"{ticks / timescale:.3f}"
+
+
+def _frame_rate(rate: Fraction) -> str:
+    return f"{float(rate):.3f}"
+
+
+def master(p: Presentation, stem: str, query: str = "") -> str:
+    """The master playlist: one EXT-X-STREAM-INF per video rendition with the audio renditions as an
+    EXT-X-MEDIA group (§4.4.6.1, §4.4.6.2); an audio-only point lists its audio renditions as
+    variants."""
+    suffix = f"?{query}" if query else ""
+    video = p.of_kind(TrackKind.VIDEO)
+    audio = p.of_kind(TrackKind.AUDIO)
+    lines = ["#EXTM3U", f"#EXT-X-VERSION:{VERSION}", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    if not video:
+        for view in audio:
+            peak, average = view.bandwidth()
+            lines.append(
+                f"#EXT-X-STREAM-INF:BANDWIDTH={peak},AVERAGE-BANDWIDTH={average},"
+                f"CODECS={_quoted(view.track.codec_string)}"
+            )
+            lines.append(names.media_playlist(stem, view.track.name) + suffix)
+        return "\n".join(lines) + "\n"
+    audio_peak = audio_average = 0
+    for i, view in enumerate(audio):
+        track = view.track
+        peak, average = view.bandwidth()
+        audio_peak, audio_average = max(audio_peak, peak), max(audio_average, average)
+        attrs = ["TYPE=AUDIO", 'GROUP-ID="audio"']
+        if track.language != "und":
+            attrs.append(f"LANGUAGE={_quoted(track.language)}")
+        attrs.append(f"NAME={_quoted(track.name)}")
+        attrs.append(f"DEFAULT={'YES' if i == 0 else 'NO'}")
+        attrs.append("AUTOSELECT=YES")
+        if track.channels:
+            attrs.append(f'CHANNELS="{track.channels}"')
+        attrs.append(f"URI={_quoted(names.media_playlist(stem, track.name) + suffix)}")
+        lines.append("#EXT-X-MEDIA:" + ",".join(attrs))
+    audio_codec = audio[0].track.codec_string if audio else None
+    for view in sorted(video, key=lambda v: -v.bandwidth()[1]):
+        track = view.track
+        peak, average = view.bandwidth()
+        codecs = track.codec_string + (f",{audio_codec}" if audio_codec else "")
+        attrs = [
+            f"BANDWIDTH={peak + audio_peak}",
+            f"AVERAGE-BANDWIDTH={average + audio_average}",
+            f"CODECS={_quoted(codecs)}",
+        ]
+        if track.width and track.height:
+            attrs.append(f"RESOLUTION={track.width}x{track.height}")
+        if view.frame_rate:
+            attrs.append(f"FRAME-RATE={_frame_rate(view.frame_rate)}")
+        if audio:
+            attrs.append('AUDIO="audio"')
+        lines.append("#EXT-X-STREAM-INF:" + ",".join(attrs))
+        lines.append(names.media_playlist(stem, track.name) + suffix)
+    return "\n".join(lines) + "\n"
+
+
+def media(p: Presentation, view: TrackView, stem: str, *, fmp4: bool) -> str:
+    """A media playlist: the window's segments, sliding while live (§6.2.2), with
+    EXT-X-PROGRAM-DATE-TIME at the start and after every discontinuity, ENDLIST once the stream
+    ended."""
+    track = view.track
+    window = view.window
+    first = window[0] if window else None
+    lines = [
+        "#EXTM3U",
+        f"#EXT-X-VERSION:{VERSION}",
+        f"#EXT-X-TARGETDURATION:{view.target_duration}",
+        f"#EXT-X-MEDIA-SEQUENCE:{first.number if first else 0}",
+        f"#EXT-X-DISCONTINUITY-SEQUENCE:{view.discontinuity_sequence}",
+        "#EXT-X-INDEPENDENT-SEGMENTS",
+    ]
+    if fmp4:
+        lines.append(f"#EXT-X-MAP:URI={_quoted(names.init_segment(stem, track.name))}")
+    kind = names.Kind.M4S if fmp4 else names.Kind.TS
+    for segment in window:
+        if segment.discontinuity and segment is not first:
+            lines.append("#EXT-X-DISCONTINUITY")
+        if segment is first or segment.discontinuity:
+            lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{iso_utc(p.utc_ms(view, segment.time))}")
+        lines.append(f"#EXTINF:{_seconds(segment.duration, track.timescale)},")
+        lines.append(names.segment(stem, track.name, segment.time, kind))
+    if not p.live:
+        lines.append("#EXT-X-ENDLIST")
+    return "\n".join(lines) + "\n"

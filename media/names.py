@@ -1,0 +1,105 @@
+"""Names of playout resources inside ``/<point>.isml/``, written by the renderers and read back by
+the origin, so a manifest never names something the origin cannot resolve.
+
+``<stem>`` is whatever the client called the manifest (``/live/ch1.isml/ch1.m3u8`` → ``ch1``):
+
+=============================  =========================================
+``<stem>.m3u8``                HLS master playlist
+``<stem>-<track>.m3u8``        HLS media playlist
+``<stem>-<track>.mp4``         CMAF header (HLS fMP4 ``EXT-X-MAP``, DASH initialization)
+``<stem>-<track>-<time>.ts``   HLS MPEG-TS segment starting at ``<time>``
+``<stem>-<track>-<time>.m4s``  HLS fMP4 segment
+``<stem>-<track>-<time>.dash`` DASH segment (``$Time$``)
+``<stem>.mpd``                 DASH MPD
+``Manifest``                   Smooth client manifest
+``QualityLevels(<bitrate>)/Fragments(<name>=<time>)``  Smooth fragment
+=============================  =========================================
+
+Times are in the track's timescale, so names are stable across origin processes and restarts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Kind(Enum):
+    HLS_MASTER = "hls master"
+    HLS_MEDIA = "hls media"
+    INIT = "init"
+    TS = "ts"
+    M4S = "m4s"
+    DASH_SEGMENT = "dash"
+    MPD = "mpd"
+    SMOOTH_MANIFEST = "smooth manifest"
+    SMOOTH_FRAGMENT = "smooth fragment"
+
+
+SEGMENT_EXTENSIONS = {"ts": Kind.TS, "m4s": Kind.M4S, "dash": Kind.DASH_SEGMENT}
+_SMOOTH_FRAGMENT = re.compile(r"QualityLevels\((\d+)\)/Fragments\(([^=()/]+)=(\d+)\)")
+
+
+def media_playlist(stem: str, track: str) -> str:
+    return f"{stem}-{track}.m3u8"
+
+
+def init_segment(stem: str, track: str) -> str:
+    return f"{stem}-{track}.mp4"
+
+
+def segment(stem: str, track: str, time: int, kind: Kind) -> str:
+    ext = {Kind.TS: "ts", Kind.M4S: "m4s", Kind.DASH_SEGMENT: "dash"}[kind]
+    return f"{stem}-{track}-{time}.{ext}"
+
+
+def dash_templates(stem: str) -> tuple[str, str]:
+    """(initialization, media) SegmentTemplate attributes (ISO/IEC 23009-1 §5.3.9.4.4)."""
+    return f"{stem}-$RepresentationID$.mp4", f"{stem}-$RepresentationID$-$Time$.dash"
+
+
+def smooth_fragment_template(name: str) -> str:
+    return f"QualityLevels({{bitrate}})/Fragments({name}={{start time}})"
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    kind: Kind
+    stem: str = ""
+    track: str = ""
+    time: int = 0
+    bitrate: int = 0  # Smooth: QualityLevels(<bitrate>)
+    name: str = ""  # Smooth: the StreamIndex name in Fragments(<name>=<time>)
+
+
+def parse(path: str, tracks: Iterable[str]) -> Resource | None:
+    """The resource at ``path`` (the part after ``.isml/``), ``None`` if it names nothing.
+    ``tracks`` are the point's track names: they may contain ``-``, so a name is split by matching
+    a known track, longest first."""
+    if path == "Manifest":
+        return Resource(Kind.SMOOTH_MANIFEST)
+    match = _SMOOTH_FRAGMENT.fullmatch(path)
+    if match:
+        return Resource(Kind.SMOOTH_FRAGMENT, bitrate=int(match[1]), name=match[2], time=int(match[3]))
+    if "/" in path or "." not in path:
+        return None
+    base, ext = path.rsplit(".", 1)
+    ordered = sorted(tracks, key=len, reverse=True)
+    if ext == "mpd":
+        return Resource(Kind.MPD, base)
+    if ext in ("m3u8", "mp4"):
+        for track in ordered:
+            if base.endswith(f"-{track}"):
+                kind = Kind.HLS_MEDIA if ext == "m3u8" else Kind.INIT
+                return Resource(kind, base[: -len(track) - 1], track)
+        return Resource(Kind.HLS_MASTER, base) if ext == "m3u8" else None
+    if ext in SEGMENT_EXTENSIONS:
+        rest, _, time = base.rpartition("-")
+        if not time.isdigit():
+            return None
+        for track in ordered:
+            if rest.endswith(f"-{track}"):
+                return Resource(SEGMENT_EXTENSIONS[ext], rest[: -len(track) - 1], track, int(time))
+    return None

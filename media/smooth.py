@@ -1,0 +1,162 @@
+"""Smooth Streaming (MS-SSTR): the client manifest, and fragments re-boxed with ``tfxd``/``tfrf``."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from media.boxes import (
+    AVCConfigurationBox,
+    MediaDataBox,
+    MovieFragmentBox,
+    TfrfBox,
+    TfxdBox,
+    TrackFragmentBox,
+    TrackRun,
+    parse_box,
+    parse_boxes,
+)
+from media.errors import BoxError
+from media.model import Track, TrackKind
+from media.names import smooth_fragment_template
+from media.presentation import Presentation, Segment, TrackView
+
+LOOKAHEAD = 2  # fragments announced in tfrf, and LookAheadFragmentCount
+_FOURCC = {"avc1": "H264", "avc3": "H264", "mp4a": "AACL"}
+
+
+def stream_name(track: Track) -> str:
+    """The StreamIndex a track belongs to: ``video=400000`` → ``video``."""
+    return track.name.split("=", 1)[0]
+
+
+def smooth_bitrate(view: TrackView) -> int:
+    """The bitrate naming a track in QualityLevels(<bitrate>): declared by the encoder, else
+    measured on the first stored fragment, so the URLs stay the same while the window slides."""
+    if view.track.bitrate or not view.segments:
+        return view.track.bitrate
+    first = view.segments[0]
+    return max(1, first.size * 8 * view.track.timescale // max(first.duration, 1))
+
+
+def supported(track: Track) -> bool:
+    return track.codec in _FOURCC
+
+
+def codec_private_data(track: Track) -> str:
+    """H.264: Annex B SPS and PPS; AAC: the AudioSpecificConfig (MS-SSTR §2.2.2.5)."""
+    if track.kind is TrackKind.VIDEO:
+        config = track.decoder_config
+        avcc, _ = parse_box((8 + len(config)).to_bytes(4, "big") + b"avcC" + config)
+        assert isinstance(avcc, AVCConfigurationBox)
+        return b"".join(b"\0\0\0\1" + nal for nal in avcc.sps + avcc.pps).hex().upper()
+    return track.decoder_config.hex().upper()
+
+
+def _chunks(segments: list[Segment]) -> ET.Element:
+    parent = ET.Element("x")
+    run: ET.Element | None = None
+    previous: Segment | None = None
+    for segment in segments:
+        contiguous = previous is not None and segment.time == previous.end
+        if run is not None and contiguous and previous is not None and segment.duration == previous.duration:
+            run.set("r", str(int(run.get("r", "1")) + 1))
+        else:
+            run = ET.SubElement(parent, "c")
+            if not contiguous:
+                run.set("t", str(segment.time))
+            run.set("d", str(segment.duration))
+        previous = segment
+    return parent
+
+
+def manifest(p: Presentation) -> str:
+    """The client manifest: one StreamIndex per stream name with a QualityLevel per bitrate; ``c``
+    elements with ``t`` where the timeline (re)starts, ``d``, and ``r`` for repeats (which counts the
+    element itself, unlike DASH's ``@r``)."""
+    root = ET.Element(
+        "SmoothStreamingMedia",
+        MajorVersion="2",
+        MinorVersion="2",
+        TimeScale="10000000",
+        Duration="0",
+        IsLive="TRUE" if p.live else "FALSE",
+    )
+    if p.live:
+        root.set("LookAheadFragmentCount", str(LOOKAHEAD))
+        root.set("LookaheadCount", str(LOOKAHEAD))
+        root.set("DVRWindowLength", str(p.dvr_window * 10_000_000))
+        root.set("CanSeek", "TRUE")
+        root.set("CanPause", "TRUE")
+    streams: dict[str, list[TrackView]] = {}
+    for view in p.views:
+        if view.segments and supported(view.track) and view.track.kind is not TrackKind.TEXT:
+            streams.setdefault(stream_name(view.track), []).append(view)
+    longest = 0
+    for name, views in streams.items():
+        views.sort(key=lambda v: -v.track.bitrate)
+        reference = views[0]
+        track = reference.track
+        index = ET.SubElement(
+            root,
+            "StreamIndex",
+            Type=track.kind.value,
+            Name=name,
+            Chunks=str(len(reference.window)),
+            QualityLevels=str(len(views)),
+            Url=smooth_fragment_template(name),
+            TimeScale=str(track.timescale),
+        )
+        if track.language != "und":
+            index.set("Language", track.language)
+        if track.kind is TrackKind.VIDEO:
+            index.set("MaxWidth", str(max(v.track.width for v in views)))
+            index.set("MaxHeight", str(max(v.track.height for v in views)))
+            index.set("DisplayWidth", str(track.width))
+            index.set("DisplayHeight", str(track.height))
+        for level, view in enumerate(views):
+            t = view.track
+            quality = ET.SubElement(
+                index,
+                "QualityLevel",
+                Index=str(level),
+                Bitrate=str(smooth_bitrate(view)),
+                FourCC=_FOURCC[t.codec],
+                CodecPrivateData=codec_private_data(t),
+            )
+            if t.kind is TrackKind.VIDEO:
+                quality.set("MaxWidth", str(t.width))
+                quality.set("MaxHeight", str(t.height))
+            else:
+                quality.set("SamplingRate", str(t.sample_rate))
+                quality.set("Channels", str(t.channels))
+                quality.set("BitsPerSample", "16")
+                quality.set("PacketSize", str(4 * t.channels))
+                quality.set("AudioTag", "255")
+        index.extend(list(_chunks(reference.window)))
+        if not p.live and reference.segments:
+            longest = max(
+                longest,
+                (reference.segments[-1].end - reference.segments[0].time) * 10_000_000 // track.timescale,
+            )
+    if not p.live:
+        root.set("Duration", str(longest))
+    ET.indent(root, "  ")
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def fragment(data: bytes, time: int, duration: int, lookahead: list[tuple[int, int]]) -> bytes:
+    """A stored CMAF fragment as a Smooth fragment: ``tfxd`` with its time and duration and, while
+    live, ``tfrf`` announcing the next fragments (MS-SSTR §2.2.4.4-5); the ``trun`` data offset
+    follows the larger ``moof``."""
+    boxes = parse_boxes(data)
+    moof = next((b for b in boxes if isinstance(b, MovieFragmentBox)), None)
+    mdat = next((b for b in boxes if isinstance(b, MediaDataBox)), None)
+    if moof is None or mdat is None:
+        raise BoxError("stored fragment lacks moof or mdat")
+    traf = moof.need(TrackFragmentBox)
+    traf.children.append(TfxdBox(time, duration))
+    if lookahead:
+        traf.children.append(TfrfBox(lookahead))
+    trun = traf.need(TrackRun, "moof/traf")
+    trun.data_offset = len(bytes(moof)) + 8
+    return bytes(moof) + bytes(mdat)

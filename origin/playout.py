@@ -1,0 +1,385 @@
+"""Playout: HLS, DASH and Smooth answered per request from the timelines and stored fragments.
+
+A raw ASGI endpoint in front of Quart (like ingest), because manifest requests are the hot path:
+a rendered answer is kept in a bounded LRU keyed by the point's version, so a repeated request
+costs a dictionary lookup and the ASGI send. Segments are immutable and cached the same way.
+
+HTTP semantics: ``ETag`` + ``If-None-Match`` → 304, ``Last-Modified``, ``HEAD``, one byte
+``Range`` → 206 (416 when unsatisfiable), CORS, and ``Cache-Control`` short for live manifests (about
+half a segment), long and immutable for segments. Requests outside what a manifest presents get the
+status codes of PROTOCOLS.md's egress table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from email.utils import formatdate, parsedate_to_datetime
+from fractions import Fraction
+from typing import Any
+from urllib.parse import parse_qs
+
+from conf.logs import event
+from conf.settings import PlayoutSettings
+from ingest.errors import PointNotFound
+from ingest.points import PointRegistry, PublishingPoint
+from media import dash, hls, names, smooth
+from media.cmaf import read_fragment
+from media.model import TrackKind
+from media.mpegts import TsTrack, mux_segment
+from media.names import Kind, Resource
+from media.presentation import Lookup, Presentation, TrackView, make_view, wallclock_anchor
+from origin.errors import error_body, status_for
+from storage.keys import PointId
+from storage.points import PointState
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+PLAYOUT_PATH = re.compile(r"/(?P<point>.+?)\.isml/(?P<rest>.+)")
+API_PATHS = {"state", "statistics", "archive"}
+CLOCK_PATH = "/time"
+IMMUTABLE = "public, max-age=31536000, immutable"
+ERROR_CACHE = "public, max-age=1"
+
+log = logging.getLogger("headwater.playout")
+
+# Egress status codes by format (PROTOCOLS.md, Unified Origin's defaults).
+_MISS_STATUS = {
+    "hls": {Lookup.BEFORE_WINDOW: 404, Lookup.IN_GAP: 404, Lookup.AFTER_EDGE: 404},
+    "dash": {Lookup.BEFORE_WINDOW: 410, Lookup.IN_GAP: 404, Lookup.AFTER_EDGE: 404},
+    "smooth": {Lookup.BEFORE_WINDOW: 404, Lookup.IN_GAP: 412, Lookup.AFTER_EDGE: 412},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: bytes
+    content_type: str
+    cache_control: str
+    etag: str = ""
+    last_modified_ms: int = 0
+
+    @classmethod
+    def ok(cls, body: bytes, content_type: str, cache_control: str, last_modified_ms: int) -> Answer:
+        etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+        return cls(200, body, content_type, cache_control, etag, last_modified_ms)
+
+
+class PlayoutError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class AnswerCache:
+    """An LRU of answers bounded by the bytes of their bodies."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.size = 0
+        self._items: OrderedDict[tuple[object, ...], Answer] = OrderedDict()
+
+    def get(self, key: tuple[object, ...]) -> Answer | None:
+        found = self._items.get(key)
+        if found is not None:
+            self._items.move_to_end(key)
+        return found
+
+    def put(self, key: tuple[object, ...], answer: Answer) -> None:
+        if len(answer.body) > self.capacity // 4:
+            return
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.size -= len(old.body)
+        self._items[key] = answer
+        self.size += len(answer.body)
+        while self.size > self.capacity:
+            _, evicted = self._items.popitem(last=False)
+            self.size -= len(evicted.body)
+
+
+class PlayoutEndpoint:
+    """ASGI middleware: answers GET/HEAD/OPTIONS for ``/<point>.isml/<resource>`` and ``/time``,
+    passes everything else to ``app``."""
+
+    def __init__(self, app: ASGIApp, registry: PointRegistry, settings: PlayoutSettings) -> None:
+        self.app = app
+        self.registry = registry
+        self.settings = settings
+        self.cache = AnswerCache(settings.cache_size)
+        self._frame_rates: dict[tuple[int, str], Fraction | None] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            path: str = scope["path"]
+            if path == CLOCK_PATH:
+                now = hls.iso_utc(time.time_ns() // 1_000_000).encode()
+                await self._send(scope, send, Answer(200, now, "text/plain", "no-store"))
+                return
+            match = PLAYOUT_PATH.fullmatch(path)
+            if match and match["rest"] not in API_PATHS:
+                if scope["method"] == "OPTIONS":
+                    await self._preflight(scope, send)
+                    return
+                await self._send(scope, send, await self._answer(scope, match["point"], match["rest"]))
+                return
+        await self.app(scope, receive, send)
+
+    # -- resolving ----------------------------------------------------------------------------
+
+    async def _answer(self, scope: Scope, point: str, rest: str) -> Answer:
+        try:
+            pid = PointId.parse(point)
+            found = await self.registry.get(pid)
+            if found is None:
+                raise PointNotFound(f"publishing point {point!r} does not exist")
+            resource = names.parse(rest, found.tracks)
+            if resource is None:
+                raise PlayoutError(404, f"{rest!r} names no resource of publishing point {point!r}")
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            return await self._resolve(scope, found, resource, query)
+        except PlayoutError as exc:
+            return self._error(exc.status, str(exc))
+        except Exception as exc:
+            status = status_for(exc)
+            if status == 500:
+                event(log, "playout.failed", logging.ERROR, path=scope["path"], exc=exc)
+            return self._error(status, str(error_body(exc, status)["message"]))
+
+    async def _resolve(
+        self, scope: Scope, point: PublishingPoint, resource: Resource, query: dict[str, list[str]]
+    ) -> Answer:
+        fmp4 = point.options.hls_fmp4 or _flag(query, "hls_fmp4")
+        window = point.options.dvr_window_length
+        if "dvr_window_length" in query:
+            window = min(window, _seconds(query, "dvr_window_length"))
+        key = (point.generation, point.version, resource, fmp4, window)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        answer = await self._build(scope, point, resource, fmp4, window)
+        if answer.status == 200:
+            self.cache.put(key, answer)
+        return answer
+
+    async def _build(
+        self, scope: Scope, point: PublishingPoint, resource: Resource, fmp4: bool, window: int
+    ) -> Answer:
+        kind = resource.kind
+        fmt = (
+            "dash"
+            if kind in (Kind.MPD, Kind.DASH_SEGMENT)
+            else "smooth"
+            if kind in (Kind.SMOOTH_MANIFEST, Kind.SMOOTH_FRAGMENT)
+            else "hls"
+        )
+        minimum = {
+            "hls": point.options.hls_minimum_fragment_length,
+            "dash": point.options.mpd_minimum_fragment_length,
+            "smooth": Fraction(0),  # Smooth fragments are the stored fragments, one per chunk
+        }[fmt]
+        p = await self._presentation(point, minimum, window)
+        manifest_cache = self._manifest_cache(p)
+        if kind is Kind.HLS_MASTER:
+            query = "hls_fmp4=true" if fmp4 and not point.options.hls_fmp4 else ""
+            body = hls.master(p, resource.stem, query)
+            return Answer.ok(body.encode(), "application/vnd.apple.mpegurl", manifest_cache, p.updated_ms)
+        if kind is Kind.MPD:
+            clock = f"{_origin(scope)}{CLOCK_PATH}"
+            body = dash.mpd(p, resource.stem, clock)
+            return Answer.ok(body.encode(), "application/dash+xml", manifest_cache, p.updated_ms)
+        if kind is Kind.SMOOTH_MANIFEST:
+            return Answer.ok(smooth.manifest(p).encode(), "text/xml", manifest_cache, p.updated_ms)
+        if kind is Kind.SMOOTH_FRAGMENT:
+            return await self._smooth_fragment(point, p, resource)
+        view = p.view(resource.track)
+        if view is None or not view.segments:
+            raise PlayoutError(404, f"track {resource.track!r} has nothing to play yet")
+        content_type = f"{'video' if view.track.kind is TrackKind.VIDEO else 'audio'}/mp4"
+        if kind is Kind.HLS_MEDIA:
+            body = hls.media(p, view, resource.stem, fmp4=fmp4)
+            return Answer.ok(body.encode(), "application/vnd.apple.mpegurl", manifest_cache, p.updated_ms)
+        if kind is Kind.INIT:
+            return Answer.ok(view.track.header, content_type, "public, max-age=86400", 0)
+        status, segment = view.find(resource.time)
+        if segment is None:
+            raise PlayoutError(
+                _MISS_STATUS[fmt][status], f"segment {resource.time} of {resource.track!r} is {status.value}"
+            )
+        fragments = [await point.fragment(view.track.name, f.decode_time) for f in segment.fragments]
+        modified = segment.fragments[-1].wallclock_ms
+        if kind is Kind.TS:
+            ts = mux_segment([TsTrack.from_fragments(view.track, fragments)], segment.number)
+            return Answer.ok(ts, "video/mp2t", IMMUTABLE, modified)
+        return Answer.ok(b"".join(fragments), content_type, IMMUTABLE, modified)
+
+    async def _smooth_fragment(self, point: PublishingPoint, p: Presentation, resource: Resource) -> Answer:
+        view = next(
+            (
+                v
+                for v in p.views
+                if smooth.stream_name(v.track) == resource.name
+                and smooth.smooth_bitrate(v) == resource.bitrate
+            ),
+            None,
+        )
+        if view is None:
+            raise PlayoutError(404, f"no {resource.name!r} quality level at {resource.bitrate} bit/s")
+        status, segment = view.find(resource.time)
+        if segment is None:
+            raise PlayoutError(
+                _MISS_STATUS["smooth"][status],
+                f"fragment {resource.time} of {resource.name!r} is {status.value}",
+            )
+        data = await point.fragment(view.track.name, segment.time)
+        after = view.segments[segment.number + 1 : segment.number + 1 + smooth.LOOKAHEAD] if p.live else []
+        body = smooth.fragment(data, segment.time, segment.duration, [(s.time, s.duration) for s in after])
+        kind = "video" if view.track.kind is TrackKind.VIDEO else "audio"
+        # The look-ahead grows while the live edge moves: cache like a manifest until complete.
+        complete = not p.live or len(after) == smooth.LOOKAHEAD
+        cache = IMMUTABLE if complete else self._manifest_cache(p)
+        return Answer.ok(body, f"{kind}/mp4", cache, segment.fragments[-1].wallclock_ms)
+
+    async def _presentation(self, point: PublishingPoint, minimum: Fraction, window: int) -> Presentation:
+        live = point.state.state is not PointState.STOPPED
+        views: list[TrackView] = []
+        timelines = []
+        for name, track in sorted(point.tracks.items()):
+            entries = (await point.timeline(name)).entries
+            timelines.append((track, entries))
+            rate = await self._frame_rate(point, name) if track.kind is TrackKind.VIDEO and entries else None
+            views.append(make_view(track, entries, minimum, window if live else None, rate))
+        updated = max((e[-1].wallclock_ms for _, e in timelines if e), default=0)
+        return Presentation(str(point.pid), live, views, window, wallclock_anchor(timelines), updated)
+
+    async def _frame_rate(self, point: PublishingPoint, track: str) -> Fraction | None:
+        """timescale / the first sample's duration of the first fragment, read once per track."""
+        key = (point.generation, track)
+        if key not in self._frame_rates:
+            timeline = await point.timeline(track)
+            _, samples, _ = read_fragment(await point.fragment(track, timeline.entries[0].decode_time))
+            timescale = point.tracks[track].timescale
+            rate = Fraction(timescale, samples[0].duration) if samples and samples[0].duration else None
+            self._frame_rates[key] = rate
+        return self._frame_rates[key]
+
+    @staticmethod
+    def _manifest_cache(p: Presentation) -> str:
+        if not p.live:
+            return "public, max-age=60"
+        longest = max((v.target_duration for v in p.views if v.segments), default=2)
+        return f"public, max-age={max(1, longest // 2)}"
+
+    def _error(self, status: int, message: str) -> Answer:
+        body = json.dumps({"status": status, "message": message}).encode()
+        return Answer(status, body, "application/json", ERROR_CACHE)
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def _cors(self) -> list[tuple[bytes, bytes]]:
+        if not self.settings.cors_origin:
+            return []
+        return [
+            (b"access-control-allow-origin", self.settings.cors_origin.encode()),
+            (b"access-control-expose-headers", b"Content-Length, Content-Range, ETag, Last-Modified, Date"),
+        ]
+
+    async def _preflight(self, scope: Scope, send: Send) -> None:
+        headers = [(b"allow", b"GET, HEAD, OPTIONS"), (b"content-length", b"0"), *self._cors()]
+        if self.settings.cors_origin:
+            requested = dict(scope["headers"]).get(b"access-control-request-headers", b"Range, If-None-Match")
+            headers += [
+                (b"access-control-allow-methods", b"GET, HEAD, OPTIONS"),
+                (b"access-control-allow-headers", requested),
+                (b"access-control-max-age", b"86400"),
+            ]
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _send(self, scope: Scope, send: Send, answer: Answer) -> None:
+        request = dict(scope["headers"])
+        status, body = answer.status, answer.body
+        headers = [
+            (b"content-type", answer.content_type.encode()),
+            (b"cache-control", answer.cache_control.encode()),
+            *self._cors(),
+        ]
+        if answer.etag:
+            headers.append((b"etag", answer.etag.encode()))
+        if answer.last_modified_ms:
+            headers.append(
+                (b"last-modified", formatdate(answer.last_modified_ms / 1000, usegmt=True).encode())
+            )
+        if status == 200:
+            headers.append((b"accept-ranges", b"bytes"))
+            if _not_modified(request, answer):
+                status, body = 304, b""
+            elif b"range" in request:
+                status, body, extra = _range(request[b"range"].decode("latin-1"), body)
+                headers += extra
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+
+def _not_modified(request: dict[bytes, bytes], answer: Answer) -> bool:
+    """RFC 9110 §13.1.2 (If-None-Match, weak comparison) and, without it, §13.1.3."""
+    if b"if-none-match" in request:
+        tags = [t.strip().removeprefix("W/") for t in request[b"if-none-match"].decode("latin-1").split(",")]
+        return "*" in tags or answer.etag in tags
+    if b"if-modified-since" in request and answer.last_modified_ms:
+        try:
+            since = parsedate_to_datetime(request[b"if-modified-since"].decode("latin-1")).timestamp()
+        except (TypeError, ValueError):
+            return False
+        return answer.last_modified_ms // 1000 <= since
+    return False
+
+
+def _range(header: str, body: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """One byte range (RFC 9110 §14.2); several ranges or another unit get the whole body."""
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return 200, body, []
+    first, _, last = spec.strip().partition("-")
+    size = len(body)
+    try:
+        if first:
+            start = int(first)
+            end = min(int(last), size - 1) if last else size - 1
+        else:
+            start, end = max(0, size - int(last)), size - 1
+    except ValueError:
+        return 200, body, []
+    if start >= size or start > end:
+        return 416, b"", [(b"content-range", f"bytes */{size}".encode())]
+    return 206, body[start : end + 1], [(b"content-range", f"bytes {start}-{end}/{size}".encode())]
+
+
+def _flag(query: dict[str, list[str]], name: str) -> bool:
+    values = query.get(name)
+    return values is not None and (values[-1].lower() not in ("0", "false", "no"))
+
+
+def _seconds(query: dict[str, list[str]], name: str) -> int:
+    raw = query[name][-1]
+    if not raw.isdigit():
+        raise PlayoutError(400, f"query parameter {name}={raw!r}: expected a whole number of seconds")
+    return int(raw)
+
+
+def _origin(scope: Scope) -> str:
+    host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+    if not host and scope.get("server"):
+        host = "{}:{}".format(*scope["server"])
+    return f"{scope.get('scheme', 'http')}://{host}"
