@@ -1,0 +1,201 @@
+"""The pure packaging layer: segments, windows, lookups, resource names, and golden manifests.
+
+Goldens live in tests/golden/; ``pytest --update-golden`` (or UPDATE_GOLDEN=1) rewrites them.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from fractions import Fraction
+from pathlib import Path
+
+import m3u8
+import pytest
+
+from media import dash, hls, names, smooth
+from media.boxes import AVCConfigurationBox
+from media.model import Track, TrackKind
+from media.names import Kind, Resource
+from media.presentation import Lookup, Presentation, cut_segments, make_view, wallclock_anchor
+from media.timeline import FLAG_DISCONTINUITY, FLAG_KEYFRAME, TimelineEntry
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
+ANCHOR_MS = 1_795_000_000_000  # 2026-11-18T...Z: media time zero of the synthetic stream
+
+AVCC = AVCConfigurationBox(0x64, 0, 0x1F, 4, [bytes.fromhex("6764001facd9")], [bytes.fromhex("68ebecb2")])
+
+
+def track(name: str, kind: TrackKind, timescale: int, **extra: object) -> Track:
+    codec = {TrackKind.VIDEO: ("avc1", "avc1.64001f"), TrackKind.AUDIO: ("mp4a", "mp4a.40.2")}[kind]
+    config = AVCC.payload() if kind is TrackKind.VIDEO else bytes.fromhex("1190")
+    return Track(name, kind, codec[0], codec[1], timescale, b"", decoder_config=config, **extra)  # type: ignore[arg-type]
+
+
+def entries(
+    timescale: int, count: int, *, seconds: int = 2, gap_after: int | None = None
+) -> list[TimelineEntry]:
+    out = []
+    time = 0
+    for i in range(count):
+        flags = FLAG_KEYFRAME
+        if gap_after is not None and i == gap_after + 1:
+            time += 4 * timescale  # the encoder was away for 4 s
+            flags |= FLAG_DISCONTINUITY
+        duration = seconds * timescale
+        out.append(
+            TimelineEntry(
+                time, duration, 250_000 + 1000 * i, ANCHOR_MS + (time + duration) * 1000 // timescale, flags
+            )
+        )
+        time += duration
+    return out
+
+
+VIDEO_HI = track("video=800000", TrackKind.VIDEO, 90000, bitrate=800000, width=1280, height=720)
+VIDEO_LO = track("video=300000", TrackKind.VIDEO, 90000, bitrate=300000, width=640, height=360)
+AUDIO = track(
+    "audio-eng=96000", TrackKind.AUDIO, 48000, bitrate=96000, language="eng", sample_rate=48000, channels=2
+)
+
+
+def presentation(live: bool, window: int = 10) -> Presentation:
+    timelines = [
+        (VIDEO_HI, entries(90000, 12, gap_after=5)),
+        (VIDEO_LO, entries(90000, 12, gap_after=5)),
+        (AUDIO, entries(48000, 12, gap_after=5)),
+    ]
+    views = [
+        make_view(
+            t, e, Fraction(0), window if live else None, Fraction(25) if t.kind is TrackKind.VIDEO else None
+        )
+        for t, e in timelines
+    ]
+    updated = max(e[-1].wallclock_ms for _, e in timelines)
+    return Presentation("live/golden", live, views, window, wallclock_anchor(timelines), updated)
+
+
+def golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if UPDATE:
+        path.write_text(text)
+    assert path.exists(), f"{path} is missing; run pytest --update-golden"
+    assert text == path.read_text()
+
+
+# -- segments and windows ---------------------------------------------------------------------
+
+
+def test_minimum_length_groups_whole_fragments_and_gaps_split() -> None:
+    timeline = entries(1000, 8, gap_after=4)
+    segments = cut_segments(timeline, 1000, Fraction(5))
+    assert [(s.time, s.duration, len(s.fragments)) for s in segments] == [
+        (0, 6000, 3),
+        (6000, 4000, 2),
+        (14000, 6000, 3),
+    ]
+    assert [s.discontinuity for s in segments] == [False, False, True]
+    assert [s.number for s in segments] == [0, 1, 2]
+
+
+def test_segments_start_on_keyframe_fragments() -> None:
+    timeline = [TimelineEntry(i * 1000, 1000, 1, 0, FLAG_KEYFRAME if i % 2 == 0 else 0) for i in range(6)]
+    assert [len(s.fragments) for s in cut_segments(timeline, 1000, Fraction(0))] == [2, 2, 2]
+
+
+def test_window_lookup_and_discontinuity_sequence() -> None:
+    view = make_view(VIDEO_HI, entries(90000, 12, gap_after=5), Fraction(0), 10)
+    assert [s.number for s in view.window] == [7, 8, 9, 10, 11]
+    assert view.discontinuity_sequence == 1  # the gap before segment 6 has left the window
+    first = view.window[0]
+    assert view.find(first.time) == (Lookup.FOUND, first)
+    assert view.find(0)[0] is Lookup.BEFORE_WINDOW
+    assert view.find(first.time + 1)[0] is Lookup.IN_GAP
+    assert view.find(view.segments[-1].end)[0] is Lookup.AFTER_EDGE
+    assert view.target_duration == 2
+
+
+def test_anchor_is_shared_by_all_tracks() -> None:
+    timelines = [(VIDEO_HI, entries(90000, 3)), (AUDIO, entries(48000, 3))]
+    assert wallclock_anchor(timelines) == ANCHOR_MS
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("ch.m3u8", Resource(Kind.HLS_MASTER, "ch")),
+        ("ch-video=800000.m3u8", Resource(Kind.HLS_MEDIA, "ch", "video=800000")),
+        ("my-show-audio-eng=96000.m3u8", Resource(Kind.HLS_MEDIA, "my-show", "audio-eng=96000")),
+        ("ch-video=800000.mp4", Resource(Kind.INIT, "ch", "video=800000")),
+        ("ch-video=800000-180000.ts", Resource(Kind.TS, "ch", "video=800000", 180000)),
+        ("a-b-audio-eng=96000-96000.m4s", Resource(Kind.M4S, "a-b", "audio-eng=96000", 96000)),
+        ("ch-video=800000-0.dash", Resource(Kind.DASH_SEGMENT, "ch", "video=800000", 0)),
+        ("ch.mpd", Resource(Kind.MPD, "ch")),
+        ("Manifest", Resource(Kind.SMOOTH_MANIFEST)),
+        (
+            "QualityLevels(800000)/Fragments(video=180000)",
+            Resource(Kind.SMOOTH_FRAGMENT, time=180000, bitrate=800000, name="video"),
+        ),
+        ("ch-video=800000-x.ts", None),
+        ("ch-unknown-0.ts", None),
+        ("ch-video=800000.png", None),
+        ("sub/ch.m3u8", None),
+    ],
+)
+def test_resource_names_round_trip(path: str, expected: Resource | None) -> None:
+    tracks = [VIDEO_HI.name, VIDEO_LO.name, AUDIO.name]
+    assert names.parse(path, tracks) == expected
+    if expected is not None and expected.kind in (Kind.TS, Kind.M4S, Kind.DASH_SEGMENT):
+        assert names.segment(expected.stem, expected.track, expected.time, expected.kind) == path
+
+
+# -- renderers ----------------------------------------------------------------------------------
+
+
+def test_hls_master_golden() -> None:
+    text = hls.master(presentation(live=True), "golden")
+    golden("live-master.m3u8", text)
+    playlist = m3u8.loads(text)
+    assert [p.stream_info.resolution for p in playlist.playlists] == [(1280, 720), (640, 360)]
+    assert playlist.media[0].language == "eng" and playlist.media[0].channels == "2"
+
+
+def test_hls_media_golden() -> None:
+    p = presentation(live=True)
+    view = p.view(VIDEO_HI.name)
+    assert view is not None
+    text = hls.media(p, view, "golden", fmp4=False)
+    golden("live-video.m3u8", text)
+    playlist = m3u8.loads(text)
+    assert playlist.media_sequence == 7 and playlist.discontinuity_sequence == 1 and not playlist.is_endlist
+    vod_p = presentation(live=False)
+    vod_view = vod_p.view(VIDEO_HI.name)
+    assert vod_view is not None
+    ended = hls.media(vod_p, vod_view, "golden", fmp4=True)
+    golden("vod-video-fmp4.m3u8", ended)
+    vod = m3u8.loads(ended)
+    assert vod.is_endlist and vod.segment_map and len(vod.segments) == 12
+    assert vod.segments[6].discontinuity and vod.segments[6].program_date_time is not None
+
+
+def test_dash_golden() -> None:
+    live = dash.mpd(presentation(live=True), "golden", "http://origin.example/time")
+    golden("live.mpd", live)
+    root = ET.fromstring(live)
+    assert root.get("type") == "dynamic" and root.get("timeShiftBufferDepth") == "PT10.000S"
+    static = dash.mpd(presentation(live=False), "golden", "http://origin.example/time")
+    golden("vod.mpd", static)
+    ns = {"d": dash.NS}
+    runs = ET.fromstring(static).findall(".//d:Representation[@id='video=800000']//d:S", ns)
+    assert [(s.get("t"), s.get("r")) for s in runs] == [("0", "5"), (str(16 * 90000), "5")]
+
+
+def test_smooth_golden() -> None:
+    text = smooth.manifest(presentation(live=True))
+    golden("live.ismc", text)
+    root = ET.fromstring(text)
+    assert root.get("LookAheadFragmentCount") == root.get("LookaheadCount") == "2"
+    video = root.find("StreamIndex[@Name='video']")
+    assert video is not None and video.get("QualityLevels") == "2"
+    assert video.find("QualityLevel").get("CodecPrivateData") == "000000016764001FACD90000000168EBECB2"  # type: ignore[union-attr]
