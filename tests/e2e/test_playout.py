@@ -193,3 +193,35 @@ def test_every_smooth_fragment_carries_its_manifest_time(pushed: Server) -> None
                     assert (tfxd.absolute_time, tfxd.duration) == (start, duration)
                     checked += 1
     assert checked == 3 * SECONDS // 2
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        [
+            "-f",
+            "lavfi",
+            "-t",
+            "6",
+            "-i",
+            "sine=sample_rate=48000",
+            "-c:a",
+            "aac",
+            "-frag_duration",
+            "2000000",
+        ],
+        ["-f", "lavfi", "-t", "6", "-i", "testsrc2=size=320x180:rate=25", *X264],
+    ],
+    ids=["audio-only", "video-only"],
+)
+def test_single_media_points_play_in_every_format(server: Server, tmp_path: Path, source: list[str]) -> None:
+    url = f"{server.url}/live/single.isml"
+    assert (
+        run_ffmpeg(*source, "-movflags", "isml+frag_keyframe", "-f", "ismv", f"{url}/Streams(s)").returncode
+        == 0
+    )
+    server.settled("live/single")
+    for name in ("single.m3u8", "single.m3u8?hls_fmp4=1", "single.mpd"):
+        result = run_ffmpeg("-xerror", "-i", f"{url}/{name}", "-f", "null", "-")
+        assert result.returncode == 0 and not result.stderr.strip(), (name, result.stderr)
+    assert httpx.get(f"{url}/Manifest").status_code == 200
