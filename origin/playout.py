@@ -49,6 +49,7 @@ API_PATHS = {"state", "statistics", "archive"}
 CLOCK_PATH = "/time"
 IMMUTABLE = "public, max-age=31536000, immutable"
 ERROR_CACHE = "public, max-age=1"
+PRESENTATIONS_KEPT = 64
 
 log = logging.getLogger("headwater.playout")
 
@@ -118,6 +119,9 @@ class PlayoutEndpoint:
         self.settings = settings
         self.cache = AnswerCache(settings.cache_size)
         self._frame_rates: dict[tuple[int, str], Fraction | None] = {}
+        # Presentations by (generation, version, minimum, window): segment requests between two
+        # fragments share one, instead of cutting the whole timeline again.
+        self._presentations: OrderedDict[tuple[int, int, Fraction, int], Presentation] = OrderedDict()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -251,6 +255,18 @@ class PlayoutEndpoint:
         return Answer.ok(body, f"{kind}/mp4", cache, segment.fragments[-1].wallclock_ms)
 
     async def _presentation(self, point: PublishingPoint, minimum: Fraction, window: int) -> Presentation:
+        key = (point.generation, point.version, minimum, window)
+        found = self._presentations.get(key)
+        if found is None:
+            found = await self._build_presentation(point, minimum, window)
+            self._presentations[key] = found
+            if len(self._presentations) > PRESENTATIONS_KEPT:
+                self._presentations.popitem(last=False)
+        return found
+
+    async def _build_presentation(
+        self, point: PublishingPoint, minimum: Fraction, window: int
+    ) -> Presentation:
         live = point.state.state is not PointState.STOPPED
         views: list[TrackView] = []
         timelines = []
