@@ -223,7 +223,10 @@ class PlayoutEndpoint:
         fragments = [await point.fragment(view.track.name, f.decode_time) for f in segment.fragments]
         modified = segment.fragments[-1].wallclock_ms
         if kind is Kind.TS:
-            ts = mux_segment([TsTrack.from_fragments(view.track, fragments)], segment.number)
+            # One DTS shift for every segment of the track keeps DTS continuous across segments:
+            # three frames covers B-frame pyramids; the muxer takes more where a segment needs it.
+            shift = int(3 * view.track.timescale / view.frame_rate) if view.frame_rate else 0
+            ts = mux_segment([TsTrack.from_fragments(view.track, fragments, dts_shift=shift)], segment.number)
             return Answer.ok(ts, "video/mp2t", IMMUTABLE, modified)
         return Answer.ok(b"".join(fragments), content_type, IMMUTABLE, modified)
 
