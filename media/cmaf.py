@@ -128,7 +128,9 @@ def codec_info(entry: Box, path: str) -> CodecInfo:
         )
     elif isinstance(entry, TextSampleEntry):
         config = b"".join(bytes(c) for c in entry.children if c.box_type == b"vttC")
-        return CodecInfo(entry.format.decode(), entry.format.decode(), config, bitrate=bitrate)
+        # RFC 6381 for TTML: the IMSC1 text profile (ISO/IEC 14496-30, W3C TTML-IMSC1 §7).
+        codec_string = "stpp.ttml.im1t" if entry.format == b"stpp" else entry.format.decode()
+        return CodecInfo(entry.format.decode(), codec_string, config, bitrate=bitrate)
     raise UnsupportedMedia(
         f"unsupported codec {entry.box_type.decode('latin-1')!r}", path=f"{path}/{entry.name}"
     )

@@ -48,7 +48,7 @@ def _frame_rate(rate: Fraction) -> str:
 def _groups(p: Presentation) -> list[list[TrackView]]:
     """One AdaptationSet per content type and language, video first."""
     groups: dict[tuple[str, str], list[TrackView]] = {}
-    for kind in (TrackKind.VIDEO, TrackKind.AUDIO):
+    for kind in (TrackKind.VIDEO, TrackKind.AUDIO, TrackKind.TEXT):
         for view in p.of_kind(kind):
             groups.setdefault((kind.value, view.track.language), []).append(view)
     return list(groups.values())
@@ -83,12 +83,14 @@ def mpd(p: Presentation, stem: str, clock_url: str) -> str:
             "AdaptationSet",
             id=str(set_id),
             contentType=first.kind.value,
-            mimeType=f"{first.kind.value}/mp4",
+            mimeType="application/mp4" if first.kind is TrackKind.TEXT else f"{first.kind.value}/mp4",
             segmentAlignment="true",
             startWithSAP="1",
         )
         if first.language != "und":
             adaptation.set("lang", first.language)
+        if first.kind is TrackKind.TEXT:
+            ET.SubElement(adaptation, "Role", schemeIdUri="urn:mpeg:dash:role:2011", value="subtitle")
         for view in views:
             track = view.track
             representation = ET.SubElement(
@@ -103,7 +105,7 @@ def mpd(p: Presentation, stem: str, clock_url: str) -> str:
                 representation.set("height", str(track.height))
                 if view.frame_rate:
                     representation.set("frameRate", _frame_rate(view.frame_rate))
-            else:
+            elif track.kind is TrackKind.AUDIO:
                 representation.set("audioSamplingRate", str(track.sample_rate))
                 ET.SubElement(
                     representation,

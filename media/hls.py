@@ -61,11 +61,22 @@ def master(p: Presentation, stem: str, query: str = "") -> str:
             attrs.append(f'CHANNELS="{track.channels}"')
         attrs.append(f"URI={_quoted(names.media_playlist(stem, track.name) + suffix)}")
         lines.append("#EXT-X-MEDIA:" + ",".join(attrs))
+    text = p.of_kind(TrackKind.TEXT)
+    for i, view in enumerate(text):
+        track = view.track
+        attrs = ["TYPE=SUBTITLES", 'GROUP-ID="subs"']
+        if track.language != "und":
+            attrs.append(f"LANGUAGE={_quoted(track.language)}")
+        attrs += [f"NAME={_quoted(track.name)}", f"DEFAULT={'YES' if i == 0 else 'NO'}", "AUTOSELECT=YES"]
+        attrs.append(f"URI={_quoted(names.media_playlist(stem, track.name) + suffix)}")
+        lines.append("#EXT-X-MEDIA:" + ",".join(attrs))
     audio_codec = audio[0].track.codec_string if audio else None
+    # WebVTT travels as text and needs no CODECS entry; IMSC1 in fMP4 does (§4.4.6.2).
+    text_codec = next((v.track.codec_string for v in text if v.track.codec == "stpp"), None)
     for view in sorted(video, key=lambda v: -v.bandwidth()[1]):
         track = view.track
         peak, average = view.bandwidth()
-        codecs = track.codec_string + (f",{audio_codec}" if audio_codec else "")
+        codecs = ",".join(c for c in (track.codec_string, audio_codec, text_codec) if c)
         attrs = [
             f"BANDWIDTH={peak + audio_peak}",
             f"AVERAGE-BANDWIDTH={average + audio_average}",
@@ -77,6 +88,8 @@ def master(p: Presentation, stem: str, query: str = "") -> str:
             attrs.append(f"FRAME-RATE={_frame_rate(view.frame_rate)}")
         if audio:
             attrs.append('AUDIO="audio"')
+        if text:
+            attrs.append('SUBTITLES="subs"')
         lines.append("#EXT-X-STREAM-INF:" + ",".join(attrs))
         lines.append(names.media_playlist(stem, track.name) + suffix)
     return "\n".join(lines) + "\n"
@@ -87,6 +100,8 @@ def media(p: Presentation, view: TrackView, stem: str, *, fmp4: bool) -> str:
     EXT-X-PROGRAM-DATE-TIME at the start and after every discontinuity, ENDLIST once the stream
     ended."""
     track = view.track
+    if track.kind is TrackKind.TEXT:
+        fmp4 = track.codec == "stpp"  # IMSC1 is carried in fMP4, WebVTT as text segments
     window = view.window
     first = window[0] if window else None
     lines = [
@@ -99,7 +114,7 @@ def media(p: Presentation, view: TrackView, stem: str, *, fmp4: bool) -> str:
     ]
     if fmp4:
         lines.append(f"#EXT-X-MAP:URI={_quoted(names.init_segment(stem, track.name))}")
-    kind = names.Kind.M4S if fmp4 else names.Kind.TS
+    kind = names.Kind.M4S if fmp4 else names.Kind.VTT if track.kind is TrackKind.TEXT else names.Kind.TS
     for segment in window:
         if segment.discontinuity and segment is not first:
             lines.append("#EXT-X-DISCONTINUITY")

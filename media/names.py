@@ -10,6 +10,7 @@ the origin, so a manifest never names something the origin cannot resolve.
 ``<stem>-<track>-<time>.ts``   HLS MPEG-TS segment starting at ``<time>``
 ``<stem>-<track>-<time>.m4s``  HLS fMP4 segment
 ``<stem>-<track>-<time>.dash`` DASH segment (``$Time$``)
+``<stem>-<track>-<time>.vtt``  HLS WebVTT subtitle segment
 ``<stem>.mpd``                 DASH MPD
 ``Manifest``                   Smooth client manifest
 ``QualityLevels(<bitrate>)/Fragments(<name>=<time>)``  Smooth fragment
@@ -33,12 +34,13 @@ class Kind(Enum):
     TS = "ts"
     M4S = "m4s"
     DASH_SEGMENT = "dash"
+    VTT = "vtt"
     MPD = "mpd"
     SMOOTH_MANIFEST = "smooth manifest"
     SMOOTH_FRAGMENT = "smooth fragment"
 
 
-SEGMENT_EXTENSIONS = {"ts": Kind.TS, "m4s": Kind.M4S, "dash": Kind.DASH_SEGMENT}
+SEGMENT_EXTENSIONS = {"ts": Kind.TS, "m4s": Kind.M4S, "dash": Kind.DASH_SEGMENT, "vtt": Kind.VTT}
 _SMOOTH_FRAGMENT = re.compile(r"QualityLevels\((\d+)\)/Fragments\(([^=()/]+)=(\d+)\)")
 
 
@@ -51,7 +53,7 @@ def init_segment(stem: str, track: str) -> str:
 
 
 def segment(stem: str, track: str, time: int, kind: Kind) -> str:
-    ext = {Kind.TS: "ts", Kind.M4S: "m4s", Kind.DASH_SEGMENT: "dash"}[kind]
+    ext = {Kind.TS: "ts", Kind.M4S: "m4s", Kind.DASH_SEGMENT: "dash", Kind.VTT: "vtt"}[kind]
     return f"{stem}-{track}-{time}.{ext}"
 
 

@@ -29,7 +29,7 @@ from conf.logs import event
 from conf.settings import PlayoutSettings
 from ingest.errors import PointNotFound
 from ingest.points import PointRegistry, PublishingPoint
-from media import dash, hls, names, smooth
+from media import dash, hls, names, smooth, webvtt
 from media.cmaf import read_fragment
 from media.model import TrackKind
 from media.mpegts import TsTrack, mux_segment
@@ -209,7 +209,11 @@ class PlayoutEndpoint:
         view = p.view(resource.track)
         if view is None or not view.segments:
             raise PlayoutError(404, f"track {resource.track!r} has nothing to play yet")
-        content_type = f"{'video' if view.track.kind is TrackKind.VIDEO else 'audio'}/mp4"
+        content_type = {TrackKind.VIDEO: "video/mp4", TrackKind.AUDIO: "audio/mp4"}.get(
+            view.track.kind, "application/mp4"
+        )
+        if (kind is Kind.VTT) != (view.track.codec == "wvtt") and kind in (Kind.VTT, Kind.TS):
+            raise PlayoutError(404, f"track {resource.track!r} has no {kind.value} segments")
         if kind is Kind.HLS_MEDIA:
             body = hls.media(p, view, resource.stem, fmp4=fmp4)
             return Answer.ok(body.encode(), "application/vnd.apple.mpegurl", manifest_cache, p.updated_ms)
@@ -222,6 +226,13 @@ class PlayoutEndpoint:
             )
         fragments = [await point.fragment(view.track.name, f.decode_time) for f in segment.fragments]
         modified = segment.fragments[-1].wallclock_ms
+        if kind is Kind.VTT:
+            cues = []
+            for data in fragments:
+                decode_time, samples, payload = read_fragment(data)
+                cues += webvtt.cues_of(decode_time, samples, payload)
+            text = webvtt.document(cues, view.track.timescale).encode()
+            return Answer.ok(text, "text/vtt; charset=utf-8", IMMUTABLE, modified)
         if kind is Kind.TS:
             # One DTS shift for every segment of the track keeps DTS continuous across segments:
             # three frames covers B-frame pyramids; the muxer takes more where a segment needs it.

@@ -13,7 +13,18 @@ import httpx
 import m3u8
 import pytest
 
-from media.boxes import MovieFragmentBox, TfxdBox, TrackFragmentBox, parse_boxes
+from media.boxes import (
+    SYNC_SAMPLE_FLAGS,
+    MovieFragmentBox,
+    RawBox,
+    SegmentTypeBox,
+    TextSampleEntry,
+    TfxdBox,
+    TrackFragmentBox,
+    parse_boxes,
+)
+from media.cmaf import build_header, write_fragment
+from media.model import Sample, TrackKind
 from tests.conftest import Server, run_ffmpeg
 from tests.e2e.test_ffmpeg_ingest import X264
 
@@ -225,3 +236,67 @@ def test_single_media_points_play_in_every_format(server: Server, tmp_path: Path
         result = run_ffmpeg("-xerror", "-i", f"{url}/{name}", "-f", "null", "-")
         assert result.returncode == 0 and not result.stderr.strip(), (name, result.stderr)
     assert httpx.get(f"{url}/Manifest").status_code == 200
+
+
+def wvtt_stream(seconds: int) -> tuple[bytes, list[bytes]]:
+    """A WebVTT CMAF track (ISO/IEC 14496-30) at 1 kHz: in each 2 s fragment, cue "Cue <n>" for 1 s
+    then 1 s without a cue. ffmpeg 5.1 cannot write wvtt into MP4, so Headwater's writer builds it."""
+    entry = TextSampleEntry(b"wvtt", children=[RawBox(b"vttC", b"WEBVTT")])
+    header = build_header(TrackKind.TEXT, 1000, "eng", entry)
+    fragments = []
+    for i in range(seconds // 2):
+        cue = bytes(RawBox(b"vttc", bytes(RawBox(b"payl", f"Cue {i}".encode()))))
+        empty = bytes(RawBox(b"vtte"))
+        samples = [Sample(1000, len(cue), SYNC_SAMPLE_FLAGS), Sample(1000, len(empty), SYNC_SAMPLE_FLAGS)]
+        fragments.append(write_fragment(i + 1, i * 2000, samples, cue + empty))
+    return header, fragments
+
+
+def test_webvtt_subtitles_in_hls_and_dash(server: Server, tmp_path: Path) -> None:
+    url = f"{server.url}/live/subs.isml"
+    header, fragments = wvtt_stream(10)
+    with httpx.Client(timeout=10) as client:
+        for body in (header, *fragments[:-1]):
+            assert client.post(f"{url}/Streams(subs-eng.cmft)", content=body).status_code == 200
+        lmsg = bytes(SegmentTypeBox(b"cmfs", 0, [b"cmfs", b"lmsg"]))
+        assert client.post(f"{url}/Streams(subs-eng.cmft)", content=lmsg + fragments[-1]).status_code == 200
+    result = run_ffmpeg(
+        "-f",
+        "lavfi",
+        "-t",
+        "10",
+        "-i",
+        "testsrc2=size=320x180:rate=25",
+        *X264,
+        "-movflags",
+        "isml+frag_keyframe",
+        "-f",
+        "ismv",
+        f"{url}/Streams(video)",
+    )
+    assert result.returncode == 0, result.stderr
+    assert server.settled("live/subs")["state"] == "stopped"
+
+    master = m3u8.loads(httpx.get(f"{url}/subs.m3u8").text)
+    (subs,) = [m for m in master.media if m.type == "SUBTITLES"]
+    assert subs.language == "eng" and subs.group_id == "subs"
+    assert master.playlists[0].stream_info.subtitles == "subs"
+    playlist = m3u8.loads(httpx.get(f"{url}/{subs.uri}").text)
+    assert [s.uri for s in playlist.segments][:2] == ["subs-subs-eng-0.vtt", "subs-subs-eng-2000.vtt"]
+    vtt = httpx.get(f"{url}/subs-subs-eng-2000.vtt")
+    assert vtt.headers["content-type"].startswith("text/vtt")
+    assert "00:00:02.000 --> 00:00:03.000\nCue 1\n" in vtt.text
+
+    out = tmp_path / "cues.vtt"
+    # ffmpeg 5.1's HLS reader skips subtitle renditions of a master; it reads their playlist.
+    result = run_ffmpeg("-i", f"{url}/{subs.uri}", "-map", "0:s:0", "-f", "webvtt", str(out))
+    assert result.returncode == 0, result.stderr
+    assert all(f"Cue {i}" in out.read_text() for i in range(5))
+
+    ns = {"d": "urn:mpeg:dash:schema:mpd:2011"}
+    mpd = ET.fromstring(httpx.get(f"{url}/subs.mpd").text)
+    text_set = mpd.find("d:Period/d:AdaptationSet[@contentType='text']", ns)
+    assert text_set is not None and text_set.get("mimeType") == "application/mp4"
+    assert text_set.find("d:Role", ns).get("value") == "subtitle"  # type: ignore[union-attr]
+    assert httpx.get(f"{url}/subs-subs-eng-0.dash").status_code == 200
+    assert httpx.get(f"{url}/subs-subs-eng-0.ts").status_code == 404
