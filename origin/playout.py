@@ -50,6 +50,9 @@ CLOCK_PATH = "/time"
 IMMUTABLE = "public, max-age=31536000, immutable"
 ERROR_CACHE = "public, max-age=1"
 PRESENTATIONS_KEPT = 64
+FRONT_ENTRIES = 4096
+IMMUTABLE_KINDS = frozenset({Kind.INIT, Kind.TS, Kind.M4S, Kind.DASH_SEGMENT, Kind.VTT})
+MANIFEST_KINDS = frozenset({Kind.HLS_MASTER, Kind.HLS_MEDIA, Kind.MPD, Kind.SMOOTH_MANIFEST})
 
 log = logging.getLogger("headwater.playout")
 
@@ -63,12 +66,29 @@ _MISS_STATUS = {
 
 @dataclass(frozen=True, slots=True)
 class Answer:
+    """A rendered answer with its headers encoded once, so serving it again from the cache is a
+    dictionary lookup and two ASGI sends."""
+
     status: int
     body: bytes
     content_type: str
     cache_control: str
     etag: str = ""
     last_modified_ms: int = 0
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+    def __post_init__(self) -> None:
+        headers = [
+            (b"content-type", self.content_type.encode()),
+            (b"cache-control", self.cache_control.encode()),
+        ]
+        if self.etag:
+            headers.append((b"etag", self.etag.encode()))
+        if self.last_modified_ms:
+            headers.append((b"last-modified", formatdate(self.last_modified_ms / 1000, usegmt=True).encode()))
+        if self.status == 200:
+            headers.append((b"accept-ranges", b"bytes"))
+        object.__setattr__(self, "headers", tuple(headers))
 
     @classmethod
     def ok(cls, body: bytes, content_type: str, cache_control: str, last_modified_ms: int) -> Answer:
@@ -118,6 +138,22 @@ class PlayoutEndpoint:
         self.registry = registry
         self.settings = settings
         self.cache = AnswerCache(settings.cache_size)
+        self._cors_headers: tuple[tuple[bytes, bytes], ...] = (
+            (
+                (b"access-control-allow-origin", settings.cors_origin.encode()),
+                (
+                    b"access-control-expose-headers",
+                    b"Content-Length, Content-Range, ETag, Last-Modified, Date",
+                ),
+            )
+            if settings.cors_origin
+            else ()
+        )
+        # The hot path: (path, query) → (point, generation, version, answer) of manifests, checked
+        # against the point's current version before use.
+        self._front: OrderedDict[tuple[str, bytes, bytes], tuple[PublishingPoint, int, Answer]] = (
+            OrderedDict()
+        )
         self._frame_rates: dict[tuple[int, str], Fraction | None] = {}
         # Presentations by (generation, version, minimum, window): segment requests between two
         # fragments share one, instead of cutting the whole timeline again.
@@ -129,6 +165,11 @@ class PlayoutEndpoint:
             if path == CLOCK_PATH:
                 now = hls.iso_utc(time.time_ns() // 1_000_000).encode()
                 await self._send(scope, send, Answer(200, now, "text/plain", "no-store"))
+                return
+            front = self._front.get(_front_key(scope))
+            fresh = front is not None and front[0].version == front[1] and not front[0].deleted
+            if front is not None and fresh and scope["method"] != "OPTIONS":
+                await self._send(scope, send, front[2])
                 return
             match = PLAYOUT_PATH.fullmatch(path)
             if match and match["rest"] not in API_PATHS:
@@ -167,14 +208,37 @@ class PlayoutEndpoint:
         window = point.options.dvr_window_length
         if "dvr_window_length" in query:
             window = min(window, _seconds(query, "dvr_window_length"))
-        key = (point.generation, point.version, resource, fmp4, window)
+        immutable = resource.kind in IMMUTABLE_KINDS
+        # Segments never change: keyed without the version, they survive new fragments landing,
+        # but are served only while the current presentation still offers them.
+        key: tuple[object, ...] = (
+            (point.generation, resource)
+            if immutable
+            else (point.generation, point.version, resource, fmp4, window, _origin(scope))
+        )
+        version = point.version
         cached = self.cache.get(key)
-        if cached is not None:
-            return cached
-        answer = await self._build(scope, point, resource, fmp4, window)
-        if answer.status == 200:
-            self.cache.put(key, answer)
-        return answer
+        if cached is None or (immutable and not await self._offered(point, resource, window)):
+            cached = await self._build(scope, point, resource, fmp4, window)
+            if cached.status == 200:
+                self.cache.put(key, cached)
+        if cached.status == 200 and resource.kind in MANIFEST_KINDS and point.version == version:
+            self._front[_front_key(scope)] = (point, version, cached)
+            if len(self._front) > FRONT_ENTRIES:
+                self._front.popitem(last=False)
+        return cached
+
+    async def _offered(self, point: PublishingPoint, resource: Resource, window: int) -> bool:
+        """Whether the current presentation still lists this segment (it may have left the window)."""
+        if resource.kind is Kind.INIT:
+            return True
+        minimum = (
+            point.options.mpd_minimum_fragment_length
+            if resource.kind is Kind.DASH_SEGMENT
+            else point.options.hls_minimum_fragment_length
+        )
+        view = (await self._presentation(point, minimum, window)).view(resource.track)
+        return view is not None and view.find(resource.time)[0] is Lookup.FOUND
 
     async def _build(
         self, scope: Scope, point: PublishingPoint, resource: Resource, fmp4: bool, window: int
@@ -316,16 +380,8 @@ class PlayoutEndpoint:
 
     # -- sending ------------------------------------------------------------------------------
 
-    def _cors(self) -> list[tuple[bytes, bytes]]:
-        if not self.settings.cors_origin:
-            return []
-        return [
-            (b"access-control-allow-origin", self.settings.cors_origin.encode()),
-            (b"access-control-expose-headers", b"Content-Length, Content-Range, ETag, Last-Modified, Date"),
-        ]
-
     async def _preflight(self, scope: Scope, send: Send) -> None:
-        headers = [(b"allow", b"GET, HEAD, OPTIONS"), (b"content-length", b"0"), *self._cors()]
+        headers = [(b"allow", b"GET, HEAD, OPTIONS"), (b"content-length", b"0"), *self._cors_headers]
         if self.settings.cors_origin:
             requested = dict(scope["headers"]).get(b"access-control-request-headers", b"Range, If-None-Match")
             headers += [
@@ -339,19 +395,8 @@ class PlayoutEndpoint:
     async def _send(self, scope: Scope, send: Send, answer: Answer) -> None:
         request = dict(scope["headers"])
         status, body = answer.status, answer.body
-        headers = [
-            (b"content-type", answer.content_type.encode()),
-            (b"cache-control", answer.cache_control.encode()),
-            *self._cors(),
-        ]
-        if answer.etag:
-            headers.append((b"etag", answer.etag.encode()))
-        if answer.last_modified_ms:
-            headers.append(
-                (b"last-modified", formatdate(answer.last_modified_ms / 1000, usegmt=True).encode())
-            )
+        headers = [*answer.headers, *self._cors_headers]
         if status == 200:
-            headers.append((b"accept-ranges", b"bytes"))
             if _not_modified(request, answer):
                 status, body = 304, b""
             elif b"range" in request:
@@ -406,6 +451,12 @@ def _seconds(query: dict[str, list[str]], name: str) -> int:
     if not raw.isdigit():
         raise PlayoutError(400, f"query parameter {name}={raw!r}: expected a whole number of seconds")
     return int(raw)
+
+
+def _front_key(scope: Scope) -> tuple[str, bytes, bytes]:
+    """Path, query and Host: the MPD names the origin's clock by the host the client used."""
+    host = next((value for name, value in scope["headers"] if name == b"host"), b"")
+    return scope["path"], scope["query_string"], host
 
 
 def _origin(scope: Scope) -> str:
