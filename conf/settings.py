@@ -71,6 +71,7 @@ class IngestSettings:
 class PlayoutSettings:
     cors_origin: str = "*"  # Access-Control-Allow-Origin on playout answers; empty: no CORS headers
     cache_size: int = 256 * 1024**2  # bytes of rendered manifests and segments kept in memory
+    clock_url: str = ""  # DASH UTCTiming URL; empty: this origin's /time at the host the client used
 
 
 @dataclass(frozen=True)

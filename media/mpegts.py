@@ -132,7 +132,9 @@ class TsTrack:
     @classmethod
     def from_fragments(cls, track: Track, fragments: Sequence[bytes], *, dts_shift: int = 0) -> TsTrack:
         """The samples of consecutive stored fragments of ``track`` (CMAF fragments as ingest
-        writes them), which must follow each other without a gap or an overlap."""
+        writes them). A gap or overlap of up to one sample between two fragments (an encoder whose
+        ``trun`` durations are rounded) is absorbed into the previous sample's duration; a larger
+        one is an error."""
         samples: list[Sample] = []
         parts: list[bytes] = []
         start = end = 0
@@ -140,6 +142,12 @@ class TsTrack:
             decode_time, frag_samples, payload = read_fragment(fragment)
             if i == 0:
                 start = end = decode_time
+            elif decode_time != end and samples and abs(decode_time - end) <= samples[-1].duration:
+                last = samples[-1]
+                samples[-1] = Sample(
+                    last.duration + decode_time - end, last.size, last.flags, last.composition_offset
+                )
+                end = decode_time
             elif decode_time != end:
                 raise TsMuxError(
                     f"track {track.name!r}: fragment at {decode_time} does not follow the previous one, "

@@ -36,28 +36,111 @@ class Segment:
         return sum(f.size for f in self.fragments)
 
 
+class SegmentCutter:
+    """Cuts one track's growing timeline into segments, incrementally: each call to :meth:`update`
+    looks only at the fragments stored since the last one, so a manifest's cost does not grow with
+    the archive.
+
+    A segment is whole fragments, at least ``minimum`` seconds, starting on a keyframe fragment; a
+    gap always starts a new one. ``every_fragment`` makes each stored fragment its own segment
+    (Smooth chunks). A closed segment lasts until the next one starts, which absorbs encoders whose
+    rounded ``trun`` durations leave sub-sample overlaps or gaps.
+    """
+
+    def __init__(self, timescale: int, minimum: Fraction, *, every_fragment: bool = False) -> None:
+        self.timescale = timescale
+        self.floor = int(minimum * timescale)
+        self.every_fragment = every_fragment
+        self._reset()
+
+    def _reset(self) -> None:
+        self.closed: list[Segment] = []
+        self.times: list[int] = []
+        self.discontinuities: list[int] = []  # segments 1..i that follow a gap
+        self.longest = 0
+        self._group: list[TimelineEntry] = []
+        self._consumed = 0
+        self._all_keyframes = True
+
+    def update(self, entries: Sequence[TimelineEntry]) -> None:
+        if len(entries) < self._consumed:  # the timeline was replaced: start again
+            self._reset()
+        for entry in entries[self._consumed :]:
+            self._all_keyframes = self._all_keyframes and entry.keyframe
+            if self._group and (
+                self.every_fragment
+                or entry.discontinuity
+                or (entry.keyframe and self._group[-1].end - self._group[0].decode_time >= self.floor)
+            ):
+                self._close(None if entry.discontinuity else entry.decode_time)
+            self._group.append(entry)
+        self._consumed = len(entries)
+
+    def _segment(self, end: int) -> Segment:
+        first = self._group[0]
+        number = len(self.closed)
+        return Segment(
+            number,
+            first.decode_time,
+            end - first.decode_time,
+            tuple(self._group),
+            first.discontinuity and number > 0,
+        )
+
+    def _close(self, next_time: int | None) -> None:
+        segment = self._segment(next_time if next_time is not None else self._group[-1].end)
+        self._append(self.closed, self.times, self.discontinuities, segment)
+        self.longest = max(self.longest, segment.duration)
+        self._group = []
+
+    @staticmethod
+    def _append(segments: list[Segment], times: list[int], counts: list[int], segment: Segment) -> None:
+        segments.append(segment)
+        times.append(segment.time)
+        counts.append((counts[-1] if counts else 0) + segment.discontinuity)
+
+    def complete(self, live: bool) -> bool:
+        """Whether the open group may be published: nothing more can join it (the stream ended,
+        each fragment is a segment), or every fragment so far began with a keyframe (a fragment is
+        a GOP) and it is long enough. Otherwise a later fragment could still extend it, and a
+        published segment must never change."""
+        if not self._group:
+            return False
+        duration = self._group[-1].end - self._group[0].decode_time
+        return not live or self.every_fragment or (self._all_keyframes and duration >= self.floor)
+
+    def view(
+        self, track: Track, live: bool, window_seconds: int | None, frame_rate: Fraction | None
+    ) -> TrackView:
+        segments, times, counts, longest = self.closed, self.times, self.discontinuities, self.longest
+        if self.complete(live):
+            pending = self._segment(self._group[-1].end)
+            segments, times, counts = [*segments, pending], [*times, pending.time], list(counts)
+            counts.append((counts[-1] if counts else 0) + pending.discontinuity)
+            longest = max(longest, pending.duration)
+        first = 0
+        if window_seconds is not None and segments:
+            # Never less than three target durations (RFC 8216bis §6.2.2).
+            span = max(
+                window_seconds * track.timescale,
+                3 * _whole_seconds(longest, track.timescale) * track.timescale,
+            )
+            horizon = segments[-1].end - span
+            first = min(bisect.bisect_right(times, horizon), len(segments) - 1)
+            while first > 0 and segments[first - 1].end > horizon:
+                first -= 1
+        return TrackView(track, segments, first, frame_rate, times, counts, longest)
+
+
+def _whole_seconds(ticks: int, timescale: int) -> int:
+    return max(1, -(-ticks // timescale))
+
+
 def cut_segments(entries: Sequence[TimelineEntry], timescale: int, minimum: Fraction) -> list[Segment]:
-    """Group consecutive fragments into segments of at least ``minimum`` seconds (0: one fragment per
-    segment). A segment starts on a keyframe fragment, and a gap always starts a new segment."""
-    floor = int(minimum * timescale)
-    out: list[Segment] = []
-    group: list[TimelineEntry] = []
-
-    def close() -> None:
-        first = group[0]
-        duration = group[-1].end - first.decode_time
-        out.append(Segment(len(out), first.decode_time, duration, tuple(group), first.discontinuity))
-
-    for entry in entries:
-        if group and (
-            entry.discontinuity or (entry.keyframe and group[-1].end - group[0].decode_time >= floor)
-        ):
-            close()
-            group = []
-        group.append(entry)
-    if group:
-        close()
-    return out
+    """All segments of a finished timeline (see :class:`SegmentCutter`)."""
+    cutter = SegmentCutter(timescale, minimum)
+    cutter.update(entries)
+    return cutter.view(Track("", TrackKind.VIDEO, "", "", timescale, b""), False, None, None).segments
 
 
 class Lookup(Enum):
@@ -78,6 +161,9 @@ class TrackView:
     segments: list[Segment]
     first: int  # index into segments of the first one in the window
     frame_rate: Fraction | None = None  # video: timescale / sample duration, when known
+    times: list[int] | None = None  # segment start times, for lookups
+    discontinuities: list[int] | None = None  # cumulative count of segments after a gap
+    longest: int = 0
 
     @property
     def window(self) -> list[Segment]:
@@ -87,17 +173,19 @@ class TrackView:
     def target_duration(self) -> int:
         """EXT-X-TARGETDURATION: whole seconds covering the longest segment ever cut, so it never
         shrinks while the stream runs (RFC 8216bis §4.4.3.1)."""
-        longest = max((s.duration for s in self.segments), default=0)
-        return max(1, -(-longest // self.track.timescale))
+        longest = self.longest or max((s.duration for s in self.segments), default=0)
+        return _whole_seconds(longest, self.track.timescale)
 
     @property
     def discontinuity_sequence(self) -> int:
         """Discontinuities that have left the window (EXT-X-DISCONTINUITY-SEQUENCE)."""
+        if self.discontinuities is not None:
+            return self.discontinuities[self.first] if self.segments else 0
         return sum(1 for s in self.segments[1 : self.first + 1] if s.discontinuity)
 
     def find(self, time: int) -> tuple[Lookup, Segment | None]:
         """The segment named by ``time``, or why there is none."""
-        times = [s.time for s in self.segments]
+        times = self.times if self.times is not None else [s.time for s in self.segments]
         i = bisect.bisect_left(times, time)
         if i < len(times) and times[i] == time:
             if i < self.first:
@@ -128,15 +216,11 @@ def make_view(
     window_seconds: int | None,
     frame_rate: Fraction | None = None,
 ) -> TrackView:
-    """``window_seconds`` None presents everything (a stream that has ended); otherwise the
-    segments ending within that many seconds of the live edge."""
-    segments = cut_segments(entries, track.timescale, minimum)
-    first = 0
-    if window_seconds is not None and segments:
-        horizon = segments[-1].end - window_seconds * track.timescale
-        ends = [s.end for s in segments]
-        first = min(bisect.bisect_right(ends, horizon), len(segments) - 1)
-    return TrackView(track, segments, first, frame_rate)
+    """A view from scratch: ``window_seconds`` None presents everything (a stream that has ended);
+    otherwise the segments ending within that many seconds of the live edge."""
+    cutter = SegmentCutter(track.timescale, minimum)
+    cutter.update(entries)
+    return cutter.view(track, window_seconds is not None, window_seconds, frame_rate)
 
 
 @dataclass(frozen=True, slots=True)

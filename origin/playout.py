@@ -31,10 +31,10 @@ from ingest.errors import PointNotFound
 from ingest.points import PointRegistry, PublishingPoint
 from media import dash, hls, names, smooth, webvtt
 from media.cmaf import read_fragment
-from media.model import TrackKind
+from media.model import Track, TrackKind
 from media.mpegts import TsTrack, mux_segment
 from media.names import Kind, Resource
-from media.presentation import Lookup, Presentation, TrackView, make_view, wallclock_anchor
+from media.presentation import Lookup, Presentation, SegmentCutter, TrackView, wallclock_anchor
 from origin.errors import error_body, status_for
 from storage.keys import PointId
 from storage.points import PointState
@@ -49,7 +49,8 @@ API_PATHS = {"state", "statistics", "archive"}
 CLOCK_PATH = "/time"
 IMMUTABLE = "public, max-age=31536000, immutable"
 ERROR_CACHE = "public, max-age=1"
-PRESENTATIONS_KEPT = 64
+PRESENTATIONS_KEPT = 256  # newest per (point, grouping, window)
+CUTTERS_KEPT = 1024
 FRONT_ENTRIES = 4096
 IMMUTABLE_KINDS = frozenset({Kind.INIT, Kind.TS, Kind.M4S, Kind.DASH_SEGMENT, Kind.VTT})
 MANIFEST_KINDS = frozenset({Kind.HLS_MASTER, Kind.HLS_MEDIA, Kind.MPD, Kind.SMOOTH_MANIFEST})
@@ -157,7 +158,10 @@ class PlayoutEndpoint:
         self._frame_rates: dict[tuple[int, str], Fraction | None] = {}
         # Presentations by (generation, version, minimum, window): segment requests between two
         # fragments share one, instead of cutting the whole timeline again.
-        self._presentations: OrderedDict[tuple[int, int, Fraction, int], Presentation] = OrderedDict()
+        self._presentations: OrderedDict[tuple[int, Fraction | None, int], tuple[int, Presentation]] = (
+            OrderedDict()
+        )
+        self._cutters: OrderedDict[tuple[int, str, Fraction | None], SegmentCutter] = OrderedDict()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -254,16 +258,19 @@ class PlayoutEndpoint:
         minimum = {
             "hls": point.options.hls_minimum_fragment_length,
             "dash": point.options.mpd_minimum_fragment_length,
-            "smooth": Fraction(0),  # Smooth fragments are the stored fragments, one per chunk
+            "smooth": None,  # Smooth chunks are the stored fragments, one each
         }[fmt]
         p = await self._presentation(point, minimum, window)
         manifest_cache = self._manifest_cache(p)
         if kind is Kind.HLS_MASTER:
-            query = "hls_fmp4=true" if fmp4 and not point.options.hls_fmp4 else ""
-            body = hls.master(p, resource.stem, query)
+            # The variants keep what the client asked of the master.
+            params = ["hls_fmp4=true"] if fmp4 and not point.options.hls_fmp4 else []
+            if window != point.options.dvr_window_length:
+                params.append(f"dvr_window_length={window}")
+            body = hls.master(p, resource.stem, "&".join(params))
             return Answer.ok(body.encode(), "application/vnd.apple.mpegurl", manifest_cache, p.updated_ms)
         if kind is Kind.MPD:
-            clock = f"{_origin(scope)}{CLOCK_PATH}"
+            clock = self.settings.clock_url or f"{_origin(scope)}{CLOCK_PATH}"
             body = dash.mpd(p, resource.stem, clock)
             return Answer.ok(body.encode(), "application/dash+xml", manifest_cache, p.updated_ms)
         if kind is Kind.SMOOTH_MANIFEST:
@@ -332,18 +339,23 @@ class PlayoutEndpoint:
         cache = IMMUTABLE if complete else self._manifest_cache(p)
         return Answer.ok(body, f"{kind}/mp4", cache, segment.fragments[-1].wallclock_ms)
 
-    async def _presentation(self, point: PublishingPoint, minimum: Fraction, window: int) -> Presentation:
-        key = (point.generation, point.version, minimum, window)
+    async def _presentation(
+        self, point: PublishingPoint, minimum: Fraction | None, window: int
+    ) -> Presentation:
+        """The newest presentation of ``point`` for this grouping and window (``minimum`` None: one
+        segment per stored fragment, as Smooth needs), rebuilt only when the point changed."""
+        key = (point.generation, minimum, window)
         found = self._presentations.get(key)
-        if found is None:
-            found = await self._build_presentation(point, minimum, window)
+        if found is None or found[0] != point.version:
+            found = (point.version, await self._build_presentation(point, minimum, window))
             self._presentations[key] = found
+            self._presentations.move_to_end(key)
             if len(self._presentations) > PRESENTATIONS_KEPT:
                 self._presentations.popitem(last=False)
-        return found
+        return found[1]
 
     async def _build_presentation(
-        self, point: PublishingPoint, minimum: Fraction, window: int
+        self, point: PublishingPoint, minimum: Fraction | None, window: int
     ) -> Presentation:
         live = point.state.state is not PointState.STOPPED
         views: list[TrackView] = []
@@ -352,9 +364,26 @@ class PlayoutEndpoint:
             entries = (await point.timeline(name)).entries
             timelines.append((track, entries))
             rate = await self._frame_rate(point, name) if track.kind is TrackKind.VIDEO and entries else None
-            views.append(make_view(track, entries, minimum, window if live else None, rate))
+            cutter = self._cutter(point, track, minimum)
+            cutter.update(entries)
+            views.append(cutter.view(track, live, window if live else None, rate))
         updated = max((e[-1].wallclock_ms for _, e in timelines if e), default=0)
-        return Presentation(str(point.pid), live, views, window, wallclock_anchor(timelines), updated)
+        # What the views list: the window, or three target durations where that is longer.
+        shown = max([window, *(3 * v.target_duration for v in views if v.segments)])
+        return Presentation(str(point.pid), live, views, shown, wallclock_anchor(timelines), updated)
+
+    def _cutter(self, point: PublishingPoint, track: Track, minimum: Fraction | None) -> SegmentCutter:
+        """The track's segment cutter for this grouping, kept across requests so each fragment is
+        looked at once."""
+        key = (point.generation, track.name, minimum)
+        cutter = self._cutters.get(key)
+        if cutter is None:
+            cutter = SegmentCutter(track.timescale, minimum or Fraction(0), every_fragment=minimum is None)
+            self._cutters[key] = cutter
+            if len(self._cutters) > CUTTERS_KEPT:
+                self._cutters.popitem(last=False)
+        self._cutters.move_to_end(key)
+        return cutter
 
     async def _frame_rate(self, point: PublishingPoint, track: str) -> Fraction | None:
         """timescale / the first sample's duration of the first fragment, read once per track."""
@@ -402,7 +431,8 @@ class PlayoutEndpoint:
             elif b"range" in request:
                 status, body, extra = _range(request[b"range"].decode("latin-1"), body)
                 headers += extra
-        headers.append((b"content-length", str(len(body)).encode()))
+        if status != 304:  # a 304 has no content, and must not describe another length (RFC 9110 §8.6)
+            headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 
@@ -436,8 +466,10 @@ def _range(header: str, body: bytes) -> tuple[int, bytes, list[tuple[bytes, byte
             start, end = max(0, size - int(last)), size - 1
     except ValueError:
         return 200, body, []
-    if start >= size or start > end:
+    if start >= size:
         return 416, b"", [(b"content-range", f"bytes */{size}".encode())]
+    if start > end:  # not a valid range: ignored (RFC 9110 §14.1.1)
+        return 200, body, []
     return 206, body[start : end + 1], [(b"content-range", f"bytes {start}-{end}/{size}".encode())]
 
 

@@ -11,11 +11,11 @@ import httpx
 import m3u8
 import pytest
 
-from tests.conftest import Server
+from tests.conftest import Server, run_ffmpeg
 from tests.e2e.test_durability import cmaf_pieces
 
 pytestmark = pytest.mark.e2e
-WINDOW = "<smil><head><meta name='dvr_window_length' content='4'/></head></smil>"
+WINDOW = "<smil><head><meta name='dvr_window_length' content='6'/></head></smil>"
 
 
 @pytest.fixture(scope="module")
@@ -37,22 +37,26 @@ def test_live_playlist_slides_with_the_window(live: tuple[Server, str]) -> None:
     _, point = live
     playlist = m3u8.loads(httpx.get(f"{point}/x-video.m3u8").text)
     assert not playlist.is_endlist and playlist.playlist_type is None
-    assert [s.uri for s in playlist.segments] == ["x-video-51200.ts", "x-video-76800.ts"]
-    assert playlist.media_sequence == 2 and playlist.target_duration == 2
+    assert [s.uri for s in playlist.segments] == ["x-video-25600.ts", "x-video-51200.ts", "x-video-76800.ts"]
+    assert playlist.media_sequence == 1 and playlist.target_duration == 2
+    # A request may narrow the window, but never below three target durations (RFC 8216bis
+    # §6.2.2), nor widen it beyond the point's.
     narrower = m3u8.loads(httpx.get(f"{point}/x-video.m3u8?dvr_window_length=2").text)
-    assert [s.uri for s in narrower.segments] == ["x-video-76800.ts"]
+    assert len(narrower.segments) == 3
     wider = m3u8.loads(httpx.get(f"{point}/x-video.m3u8?dvr_window_length=60").text)
-    assert len(wider.segments) == 2  # a request never widens the point's window
+    assert len(wider.segments) == 3
+    master = httpx.get(f"{point}/x.m3u8?dvr_window_length=2").text
+    assert "x-video.m3u8?dvr_window_length=2" in master
 
 
 def test_live_mpd_is_dynamic(live: tuple[Server, str]) -> None:
     _, point = live
     mpd = ET.fromstring(httpx.get(f"{point}/x.mpd").text)
     assert mpd.get("type") == "dynamic" and mpd.get("availabilityStartTime") == "1970-01-01T00:00:00Z"
-    assert mpd.get("timeShiftBufferDepth") == "PT4.000S" and mpd.get("minimumUpdatePeriod")
+    assert mpd.get("timeShiftBufferDepth") == "PT6.000S" and mpd.get("minimumUpdatePeriod")
     ns = {"d": "urn:mpeg:dash:schema:mpd:2011"}
     (s,) = mpd.findall(".//d:S", ns)
-    assert (s.get("t"), s.get("d"), s.get("r")) == ("51200", "25600", "1")
+    assert (s.get("t"), s.get("d"), s.get("r")) == ("25600", "25600", "2")
     clock = mpd.find("d:UTCTiming", ns)
     assert clock is not None and httpx.get(clock.get("value", "")).text.endswith("Z")
 
@@ -128,3 +132,77 @@ def test_unknown_point_is_404_and_creates_nothing(live: tuple[Server, str], tmp_
         assert httpx.get(f"{server.url}/live/ghost.isml/{name}").status_code == 404
     assert not (server.root / "live/ghost").exists()
     assert httpx.get(f"{server.url}/live/edge.isml/state").json()["state"] == "started"
+
+
+def test_a_segment_is_published_only_once_complete(tmp_path: Path) -> None:
+    """With 4 s HLS segments over 2 s fragments, a segment appears once both fragments are stored,
+    and a published segment (its EXTINF and bytes) never changes."""
+    server = Server(tmp_path / "root", tmp_path / "server.log").start()
+    try:
+        header, segments = cmaf_pieces(tmp_path)
+        point = f"{server.url}/live/grow.isml"
+        options = "<smil><head><meta name='hls_minimum_fragment_length' content='4'/></head></smil>"
+        assert httpx.put(point, content=options).status_code == 201
+        seen: dict[str, tuple[float, bytes]] = {}
+        with httpx.Client(timeout=10) as client:
+            client.post(f"{point}/Streams(video.cmfv)", content=header)
+            for count, body in enumerate(segments, start=1):
+                client.post(f"{point}/Streams(video.cmfv)", content=body)
+                playlist = m3u8.loads(client.get(f"{point}/x-video.m3u8").text)
+                assert len(playlist.segments) == count // 2
+                for segment in playlist.segments:
+                    data = client.get(f"{point}/{segment.uri}").content
+                    assert seen.setdefault(segment.uri, (segment.duration, data)) == (segment.duration, data)
+        assert [duration for duration, _ in seen.values()] == [4.0, 4.0]
+    finally:
+        server.stop()
+
+
+def test_smooth_chunks_are_the_stored_fragments_even_within_a_gop(tmp_path: Path) -> None:
+    """1 s fragments with a 2 s GOP: every fragment is a Smooth chunk, each fetchable."""
+    server = Server(tmp_path / "root", tmp_path / "server.log").start()
+    try:
+        out = tmp_path / "subgop.cmfv"
+        made = run_ffmpeg(
+            "-f",
+            "lavfi",
+            "-t",
+            "6",
+            "-i",
+            "testsrc2=size=160x90:rate=25",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "50",
+            "-f",
+            "mp4",
+            "-frag_duration",
+            "1000000",
+            "-movflags",
+            "empty_moov+separate_moof+default_base_moof+cmaf",
+            str(out),
+        )
+        assert made.returncode == 0, made.stderr
+        point = f"{server.url}/live/subgop.isml"
+        assert httpx.post(f"{point}/Streams(video.cmfv)", content=out.read_bytes()).status_code == 200
+        manifest = ET.fromstring(httpx.get(f"{point}/Manifest").text)
+        level = manifest.find(".//QualityLevel")
+        assert level is not None
+        times = []
+        t = 0
+        for c in manifest.findall(".//c"):
+            t = int(c.get("t", t))
+            for _ in range(int(c.get("r", "1"))):
+                times.append(t)
+                t += int(c.get("d", "0"))
+        assert len(times) == 6
+        for t in times:
+            url = f"{point}/QualityLevels({level.get('Bitrate')})/Fragments(video={t})"
+            assert httpx.get(url).status_code == 200, url
+        # HLS and DASH segments still start on keyframes: 2 s each.
+        playlist = m3u8.loads(httpx.get(f"{point}/x-video.m3u8").text)
+        assert [s.duration for s in playlist.segments] == [2.0, 2.0, 2.0]
+    finally:
+        server.stop()
