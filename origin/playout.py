@@ -52,6 +52,7 @@ ERROR_CACHE = "public, max-age=1"
 PRESENTATIONS_KEPT = 256  # newest per (point, grouping, window)
 CUTTERS_KEPT = 1024
 FRONT_ENTRIES = 4096
+CONDITIONAL_HEADERS = frozenset({b"if-none-match", b"if-modified-since", b"range"})
 IMMUTABLE_KINDS = frozenset({Kind.INIT, Kind.TS, Kind.M4S, Kind.DASH_SEGMENT, Kind.VTT})
 MANIFEST_KINDS = frozenset({Kind.HLS_MASTER, Kind.HLS_MEDIA, Kind.MPD, Kind.SMOOTH_MANIFEST})
 
@@ -77,8 +78,10 @@ class Answer:
     etag: str = ""
     last_modified_ms: int = 0
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    length: bytes = b""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "length", str(len(self.body)).encode())
         headers = [
             (b"content-type", self.content_type.encode()),
             (b"cache-control", self.cache_control.encode()),
@@ -422,8 +425,13 @@ class PlayoutEndpoint:
         await send({"type": "http.response.body", "body": b""})
 
     async def _send(self, scope: Scope, send: Send, answer: Answer) -> None:
-        request = dict(scope["headers"])
+        request = {name: value for name, value in scope["headers"] if name in CONDITIONAL_HEADERS}
         status, body = answer.status, answer.body
+        if status == 200 and not request:  # the common case: the cached answer as it is
+            headers = [*answer.headers, *self._cors_headers, (b"content-length", answer.length)]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+            return
         headers = [*answer.headers, *self._cors_headers]
         if status == 200:
             if _not_modified(request, answer):
