@@ -9,7 +9,7 @@ from fractions import Fraction
 from media import names
 from media.hls import iso_utc
 from media.model import TrackKind
-from media.presentation import Presentation, Segment, TrackView
+from media.presentation import Presentation, Segment, TrackView, runs
 
 NS = "urn:mpeg:dash:schema:mpd:2011"
 PROFILES = "urn:mpeg:dash:profile:isoff-live:2011,urn:com:dashif:dash264"
@@ -26,18 +26,13 @@ def timeline(segments: list[Segment]) -> ET.Element:
     """SegmentTimeline: ``S@t`` where the timeline restarts (start and gaps), ``@r`` counting the
     additional segments of equal duration that follow without a gap (§5.3.9.6)."""
     element = ET.Element("SegmentTimeline")
-    run: ET.Element | None = None
-    previous: Segment | None = None
-    for segment in segments:
-        contiguous = previous is not None and segment.time == previous.end
-        if run is not None and contiguous and previous is not None and segment.duration == previous.duration:
-            run.set("r", str(int(run.get("r", "0")) + 1))
-        else:
-            run = ET.SubElement(element, "S")
-            if not contiguous:
-                run.set("t", str(segment.time))
-            run.set("d", str(segment.duration))
-        previous = segment
+    for run in runs(segments):
+        s = ET.SubElement(element, "S")
+        if run.time is not None:
+            s.set("t", str(run.time))
+        s.set("d", str(run.duration))
+        if run.count > 1:
+            s.set("r", str(run.count - 1))
     return element
 
 

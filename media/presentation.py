@@ -143,6 +143,30 @@ def cut_segments(entries: Sequence[TimelineEntry], timescale: int, minimum: Frac
     return cutter.view(Track("", TrackKind.VIDEO, "", "", timescale, b""), False, None, None).segments
 
 
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Consecutive segments of equal duration without a gap between them: what DASH ``S`` and Smooth
+    ``c`` elements describe. ``time`` is None when the run follows its predecessor directly."""
+
+    time: int | None
+    duration: int
+    count: int
+
+
+def runs(segments: Sequence[Segment]) -> list[Run]:
+    out: list[Run] = []
+    previous: Segment | None = None
+    for segment in segments:
+        contiguous = previous is not None and segment.time == previous.end
+        if out and contiguous and previous is not None and segment.duration == previous.duration:
+            last = out[-1]
+            out[-1] = Run(last.time, last.duration, last.count + 1)
+        else:
+            out.append(Run(None if contiguous else segment.time, segment.duration, 1))
+        previous = segment
+    return out
+
+
 class Lookup(Enum):
     """Where a requested time lies relative to what a manifest may present (PROTOCOLS.md egress
     status table)."""

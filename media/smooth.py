@@ -18,7 +18,7 @@ from media.boxes import (
 from media.errors import BoxError
 from media.model import Track, TrackKind
 from media.names import smooth_fragment_template
-from media.presentation import Presentation, Segment, TrackView
+from media.presentation import Presentation, Segment, TrackView, runs
 
 LOOKAHEAD = 2  # fragments announced in tfrf, and LookAheadFragmentCount
 _FOURCC = {"avc1": "H264", "avc3": "H264", "mp4a": "AACL"}
@@ -52,21 +52,17 @@ def codec_private_data(track: Track) -> str:
     return track.decoder_config.hex().upper()
 
 
-def _chunks(segments: list[Segment]) -> ET.Element:
-    parent = ET.Element("x")
-    run: ET.Element | None = None
-    previous: Segment | None = None
-    for segment in segments:
-        contiguous = previous is not None and segment.time == previous.end
-        if run is not None and contiguous and previous is not None and segment.duration == previous.duration:
-            run.set("r", str(int(run.get("r", "1")) + 1))
-        else:
-            run = ET.SubElement(parent, "c")
-            if not contiguous:
-                run.set("t", str(segment.time))
-            run.set("d", str(segment.duration))
-        previous = segment
-    return parent
+def _chunks(segments: list[Segment]) -> list[ET.Element]:
+    out = []
+    for run in runs(segments):
+        c = ET.Element("c")
+        if run.time is not None:
+            c.set("t", str(run.time))
+        c.set("d", str(run.duration))
+        if run.count > 1:
+            c.set("r", str(run.count))
+        out.append(c)
+    return out
 
 
 def manifest(p: Presentation) -> str:
@@ -132,7 +128,7 @@ def manifest(p: Presentation) -> str:
                 quality.set("BitsPerSample", "16")
                 quality.set("PacketSize", str(4 * t.channels))
                 quality.set("AudioTag", "255")
-        index.extend(list(_chunks(reference.window)))
+        index.extend(_chunks(reference.window))
         if not p.live and reference.segments:
             longest = max(
                 longest,

@@ -187,3 +187,43 @@ def track_file(root: Path, point: str, track: str, out: Path) -> Path:
     fragments = sorted(folder.glob("*.m4s"))
     out.write_bytes((folder / "header.mp4").read_bytes() + b"".join(f.read_bytes() for f in fragments))
     return out
+
+
+CMAF_FLAGS = "empty_moov+separate_moof+default_base_moof+frag_keyframe+cmaf"
+
+
+def make_cmaf_video(path: Path, seconds: int, gop: int, *extra: str, movflags: str = CMAF_FLAGS) -> bytes:
+    """A CMAF H.264 track (160x90, 25 fps) written by ffmpeg, as a CMAF ingest encoder sends it."""
+    result = run_ffmpeg(
+        "-f",
+        "lavfi",
+        "-t",
+        str(seconds),
+        "-i",
+        "testsrc2=size=160x90:rate=25",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        str(gop),
+        *extra,
+        "-f",
+        "mp4",
+        "-movflags",
+        movflags,
+        str(path),
+    )
+    assert result.returncode == 0, result.stderr
+    return path.read_bytes()
+
+
+def split_cmaf(data: bytes) -> tuple[bytes, list[bytes]]:
+    """The CMAF header and the segments (moof + mdat each) of a CMAF file, as a
+    one-request-per-segment encoder sends them."""
+    from media.bmff import BoxReader
+
+    boxes = BoxReader(1 << 30).feed(data)
+    header = b"".join(b.data for b in boxes if b.type in (b"ftyp", b"moov"))
+    media = [b for b in boxes if b.type in (b"moof", b"mdat")]
+    return header, [media[i].data + media[i + 1].data for i in range(0, len(media), 2)]

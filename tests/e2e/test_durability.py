@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from media.bmff import BoxReader
 from media.boxes import (
     MovieFragmentBox,
     SegmentTypeBox,
@@ -19,7 +18,7 @@ from media.boxes import (
     TrackFragmentDecodeTimeBox,
     parse_box,
 )
-from tests.conftest import Server, probe, run_ffmpeg, track_file
+from tests.conftest import Server, make_cmaf_video, probe, run_ffmpeg, split_cmaf, track_file
 from tests.e2e.test_ffmpeg_ingest import smooth_args
 
 pytestmark = pytest.mark.e2e
@@ -83,34 +82,8 @@ def test_index_rebuilt_after_crash_between_fragment_and_index_write(server: Serv
 
 
 def cmaf_pieces(tmp_path: Path) -> tuple[bytes, list[bytes]]:
-    """A CMAF header and its segments (moof + mdat each), as a one-request-per-segment encoder
-    sends them, cut from a file ffmpeg wrote."""
-    out = tmp_path / "video.cmfv"
-    result = run_ffmpeg(
-        "-f",
-        "lavfi",
-        "-t",
-        "8",
-        "-i",
-        "testsrc2=size=160x90:rate=25",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-g",
-        "50",
-        "-f",
-        "mp4",
-        "-movflags",
-        "empty_moov+separate_moof+default_base_moof+frag_keyframe+cmaf",
-        str(out),
-    )
-    assert result.returncode == 0, result.stderr
-    boxes = BoxReader(1 << 30).feed(out.read_bytes())
-    header = b"".join(b.data for b in boxes if b.type in (b"ftyp", b"moov"))
-    media = [b for b in boxes if b.type in (b"moof", b"mdat")]
-    segments = [media[i].data + media[i + 1].data for i in range(0, len(media), 2)]
-    return header, segments
+    """Header and four 2 s segments of an 8 s CMAF video made by ffmpeg."""
+    return split_cmaf(make_cmaf_video(tmp_path / "video.cmfv", 8, 50))
 
 
 def with_decode_time(segment: bytes, decode_time: int) -> bytes:

@@ -11,7 +11,7 @@ import httpx
 import m3u8
 import pytest
 
-from tests.conftest import Server, run_ffmpeg
+from tests.conftest import Server, make_cmaf_video
 from tests.e2e.test_durability import cmaf_pieces
 
 pytestmark = pytest.mark.e2e
@@ -162,31 +162,16 @@ def test_smooth_chunks_are_the_stored_fragments_even_within_a_gop(tmp_path: Path
     """1 s fragments with a 2 s GOP: every fragment is a Smooth chunk, each fetchable."""
     server = Server(tmp_path / "root", tmp_path / "server.log").start()
     try:
-        out = tmp_path / "subgop.cmfv"
-        made = run_ffmpeg(
-            "-f",
-            "lavfi",
-            "-t",
-            "6",
-            "-i",
-            "testsrc2=size=160x90:rate=25",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "50",
-            "-f",
-            "mp4",
+        data = make_cmaf_video(
+            tmp_path / "subgop.cmfv",
+            6,
+            50,
             "-frag_duration",
             "1000000",
-            "-movflags",
-            "empty_moov+separate_moof+default_base_moof+cmaf",
-            str(out),
+            movflags="empty_moov+separate_moof+default_base_moof+cmaf",
         )
-        assert made.returncode == 0, made.stderr
         point = f"{server.url}/live/subgop.isml"
-        assert httpx.post(f"{point}/Streams(video.cmfv)", content=out.read_bytes()).status_code == 200
+        assert httpx.post(f"{point}/Streams(video.cmfv)", content=data).status_code == 200
         manifest = ET.fromstring(httpx.get(f"{point}/Manifest").text)
         level = manifest.find(".//QualityLevel")
         assert level is not None

@@ -11,43 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from media.bmff import BoxReader
-from tests.conftest import Server, run_ffmpeg
-
-CMAF_FLAGS = "empty_moov+separate_moof+default_base_moof+frag_keyframe+cmaf"
+from tests.conftest import Server, make_cmaf_video, split_cmaf
 
 
 @pytest.fixture(scope="module")
 def cmaf_video(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    out = tmp_path_factory.mktemp("media") / "video.cmfv"
-    result = run_ffmpeg(
-        "-f",
-        "lavfi",
-        "-t",
-        "4",
-        "-i",
-        "testsrc2=size=160x90:rate=25",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-g",
-        "25",
-        "-f",
-        "mp4",
-        "-movflags",
-        CMAF_FLAGS,
-        str(out),
-    )
-    assert result.returncode == 0, result.stderr
-    return out.read_bytes()
-
-
-def split(data: bytes) -> tuple[bytes, list[bytes]]:
-    boxes = BoxReader(1 << 30).feed(data)
-    header = b"".join(b.data for b in boxes if b.type in (b"ftyp", b"moov"))
-    media = [b for b in boxes if b.type in (b"moof", b"mdat")]
-    return header, [media[i].data + media[i + 1].data for i in range(0, len(media), 2)]
+    return make_cmaf_video(tmp_path_factory.mktemp("media") / "video.cmfv", 4, 25)
 
 
 def raw_post(server: Server, path: str, body: bytes, method: str = "POST") -> tuple[int, dict[str, object]]:
@@ -65,7 +34,7 @@ def raw_post(server: Server, path: str, body: bytes, method: str = "POST") -> tu
 
 
 def test_bad_media_each_get_a_precise_answer(server: Server, cmaf_video: bytes) -> None:
-    header, segments = split(cmaf_video)
+    header, segments = split_cmaf(cmaf_video)
     url = f"{server.url}/live/good.isml/Streams(video.cmfv)"
     assert httpx.post(url, content=header + segments[0]).status_code == 200
 
@@ -117,7 +86,7 @@ def test_bad_media_each_get_a_precise_answer(server: Server, cmaf_video: bytes) 
 
 def test_size_limits(make_server: object, cmaf_video: bytes) -> None:
     server: Server = make_server("ingest.max_box_size=64KiB", "ingest.max_body_size=100KiB")  # type: ignore[operator]
-    header, segments = split(cmaf_video)
+    header, segments = split_cmaf(cmaf_video)
     url = f"{server.url}/live/big.isml/Streams(video.cmfv)"
 
     # A box header announcing more than the limit is refused before its payload is read.
@@ -148,7 +117,7 @@ def test_size_limits(make_server: object, cmaf_video: bytes) -> None:
     ],
 )
 def test_hostile_names_are_refused(server: Server, cmaf_video: bytes, path: str) -> None:
-    header, segments = split(cmaf_video)
+    header, segments = split_cmaf(cmaf_video)
     status, body = raw_post(server, path, header + segments[0])
     assert status in (400, 404), body
     if status == 400:
@@ -161,7 +130,7 @@ def test_hostile_names_are_refused(server: Server, cmaf_video: bytes, path: str)
 
 def test_publishing_point_api(make_server: object, cmaf_video: bytes) -> None:
     server: Server = make_server("ingest.auto_create=false")  # type: ignore[operator]
-    header, segments = split(cmaf_video)
+    header, segments = split_cmaf(cmaf_video)
     point = f"{server.url}/live/api.isml"
 
     # Without auto-create, unknown points are 404 for probes, ingest and state, and nothing is made.
@@ -223,7 +192,7 @@ def _lmsg() -> bytes:
 
 def test_stalled_encoder_times_out(make_server: object, cmaf_video: bytes) -> None:
     server: Server = make_server("ingest.read_timeout=1")  # type: ignore[operator]
-    header, segments = split(cmaf_video)
+    header, segments = split_cmaf(cmaf_video)
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     conn.putrequest("POST", "/live/stall.isml/Streams(video.cmfv)")
     conn.putheader("Transfer-Encoding", "chunked")
@@ -245,7 +214,7 @@ def test_probe_creates_nothing(server: Server, tmp_path: Path) -> None:
 
 
 def test_delete_leaves_nested_points_alone(server: Server, cmaf_video: bytes) -> None:
-    header, segments = split(cmaf_video)
+    header, segments = split_cmaf(cmaf_video)
     for point in ("live", "live/sub"):
         answer = httpx.post(f"{server.url}/{point}.isml/Streams(video.cmfv)", content=header + segments[0])
         assert answer.status_code == 200

@@ -122,7 +122,10 @@ def test_codec_info_text() -> None:
     vttc = RawBox(b"vttC", b"WEBVTT")
     info = codec_info(TextSampleEntry(b"wvtt", children=[vttc]), "stsd")
     assert info == CodecInfo("wvtt", "wvtt", bytes(vttc))
-    assert codec_info(TextSampleEntry(b"stpp", "http://www.w3.org/ns/ttml"), "stsd").codec_string == "stpp.ttml.im1t"
+    assert (
+        codec_info(TextSampleEntry(b"stpp", "http://www.w3.org/ns/ttml"), "stsd").codec_string
+        == "stpp.ttml.im1t"
+    )
 
 
 @pytest.mark.parametrize(
