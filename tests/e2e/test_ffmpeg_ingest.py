@@ -16,17 +16,34 @@ from tests.conftest import Server, probe, run_ffmpeg, track_file
 pytestmark = pytest.mark.e2e
 
 SECONDS = 6
-VIDEO = ["-f", "lavfi", "-t", str(SECONDS), "-i", "testsrc2=size=320x180:rate=25"]
-AUDIO = ["-f", "lavfi", "-t", str(SECONDS), "-i", "sine=f=440:sample_rate=48000"]
 X264 = ["-c:v", "libx264", "-preset", "ultrafast", "-g", "50", "-keyint_min", "50", "-sc_threshold", "0"]
 
 
-def smooth_args(url: str, *extra: str) -> list[str]:
-    """Two video bitrates and one audio track in one Smooth POST, 2 s fragments."""
+def smooth_args(
+    url: str,
+    *extra: str,
+    seconds: int = SECONDS,
+    size: str = "320x180",
+    low: str = "160x90",
+    bitrates: tuple[str, str, str] = ("400k", "200k", "64k"),
+) -> list[str]:
+    """Two video bitrates (``size`` and ``low``) and one audio track in one Smooth POST, 2 s
+    fragments; ``extra`` goes before the inputs (``-re`` for a real-time push)."""
+    high, second, audio = bitrates
     return [
         *extra,
-        *VIDEO,
-        *AUDIO,
+        "-f",
+        "lavfi",
+        "-t",
+        str(seconds),
+        "-i",
+        f"testsrc2=size={size}:rate=25",
+        "-f",
+        "lavfi",
+        "-t",
+        str(seconds),
+        "-i",
+        "sine=f=440:sample_rate=48000",
         "-map",
         "0:v",
         "-map",
@@ -35,15 +52,15 @@ def smooth_args(url: str, *extra: str) -> list[str]:
         "1:a",
         *X264,
         "-b:v:0",
-        "400k",
+        high,
         "-b:v:1",
-        "200k",
+        second,
         "-s:v:1",
-        "160x90",
+        low,
         "-c:a",
         "aac",
         "-b:a",
-        "64k",
+        audio,
         "-movflags",
         "isml+frag_keyframe",
         "-f",

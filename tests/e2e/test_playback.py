@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import Server
 from tests.e2e.players import play, require
-from tests.e2e.test_ffmpeg_ingest import X264
+from tests.e2e.test_ffmpeg_ingest import smooth_args
 
 pytestmark = pytest.mark.e2e
 PUSH_SECONDS = 120  # longer than the three plays; stopped once they are done
@@ -24,50 +24,16 @@ def live_stream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     base = tmp_path_factory.mktemp("playback")
     server = Server(base / "root", base / "server.log").start()
     url = f"{server.url}/live/play.isml"
+    ladder = smooth_args(
+        f"{url}/Streams(encoder)",
+        "-re",
+        seconds=PUSH_SECONDS,
+        size="640x360",
+        low="320x180",
+        bitrates=("800k", "300k", "96k"),
+    )
     push = subprocess.Popen(
-        [
-            "ffmpeg",
-            "-hide_banner",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-            "-t",
-            str(PUSH_SECONDS),
-            "-i",
-            "testsrc2=size=640x360:rate=25",
-            "-re",
-            "-f",
-            "lavfi",
-            "-t",
-            str(PUSH_SECONDS),
-            "-i",
-            "sine=f=440:sample_rate=48000",
-            "-map",
-            "0:v",
-            "-map",
-            "0:v",
-            "-map",
-            "1:a",
-            *X264,
-            "-b:v:0",
-            "800k",
-            "-b:v:1",
-            "300k",
-            "-s:v:1",
-            "320x180",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "96k",
-            "-movflags",
-            "isml+frag_keyframe",
-            "-f",
-            "ismv",
-            f"{url}/Streams(encoder)",
-        ],
+        ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", *ladder],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

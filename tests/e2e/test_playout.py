@@ -26,7 +26,7 @@ from media.boxes import (
 from media.cmaf import build_header, write_fragment
 from media.model import Sample, TrackKind
 from tests.conftest import Server, run_ffmpeg
-from tests.e2e.test_ffmpeg_ingest import X264
+from tests.e2e.test_ffmpeg_ingest import X264, smooth_args
 
 pytestmark = pytest.mark.e2e
 SECONDS = 30
@@ -38,42 +38,10 @@ def pushed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     base = tmp_path_factory.mktemp("playout")
     server = Server(base / "root", base / "server.log").start()
     url = f"{server.url}/live/show.isml/Streams(encoder)"
-    result = run_ffmpeg(
-        "-f",
-        "lavfi",
-        "-t",
-        str(SECONDS),
-        "-i",
-        "testsrc2=size=640x360:rate=25",
-        "-f",
-        "lavfi",
-        "-t",
-        str(SECONDS),
-        "-i",
-        "sine=f=440:sample_rate=48000",
-        "-map",
-        "0:v",
-        "-map",
-        "0:v",
-        "-map",
-        "1:a",
-        *X264,
-        "-b:v:0",
-        "800k",
-        "-b:v:1",
-        "300k",
-        "-s:v:1",
-        "320x180",
-        "-c:a",
-        "aac",
-        "-b:a",
-        "96k",
-        "-movflags",
-        "isml+frag_keyframe",
-        "-f",
-        "ismv",
-        url,
+    ladder = smooth_args(
+        url, seconds=SECONDS, size="640x360", low="320x180", bitrates=("800k", "300k", "96k")
     )
+    result = run_ffmpeg(*ladder)
     assert result.returncode == 0, result.stderr
     assert server.settled("live/show")["state"] == "stopped"
     yield server
