@@ -264,13 +264,19 @@ def write_fragment(
     return bytes(moof) + bytes(mdat)
 
 
-def read_fragment(data: bytes) -> tuple[int, list[Sample], bytes]:
-    """Decode time, samples and sample bytes of a fragment written by :func:`write_fragment`."""
+def fragment_boxes(data: bytes) -> tuple[MovieFragmentBox, MediaDataBox]:
+    """The ``moof`` and ``mdat`` of a stored fragment."""
     boxes = parse_boxes(data)
     moof = next((b for b in boxes if isinstance(b, MovieFragmentBox)), None)
     mdat = next((b for b in boxes if isinstance(b, MediaDataBox)), None)
     if moof is None or mdat is None:
         raise BoxError("fragment lacks moof or mdat")
+    return moof, mdat
+
+
+def read_fragment(data: bytes) -> tuple[int, list[Sample], bytes]:
+    """Decode time, samples and sample bytes of a fragment written by :func:`write_fragment`."""
+    moof, mdat = fragment_boxes(data)
     traf = moof.need(TrackFragmentBox)
     tfdt = traf.need(TrackFragmentDecodeTimeBox, "moof/traf")
     trun = traf.need(TrackRun, "moof/traf")

@@ -6,16 +6,13 @@ import xml.etree.ElementTree as ET
 
 from media.boxes import (
     AVCConfigurationBox,
-    MediaDataBox,
-    MovieFragmentBox,
     TfrfBox,
     TfxdBox,
     TrackFragmentBox,
     TrackRun,
     parse_box,
-    parse_boxes,
 )
-from media.errors import BoxError
+from media.cmaf import fragment_boxes
 from media.model import Track, TrackKind
 from media.names import smooth_fragment_template
 from media.presentation import Presentation, Segment, TrackView, runs
@@ -144,11 +141,7 @@ def fragment(data: bytes, time: int, duration: int, lookahead: list[tuple[int, i
     """A stored CMAF fragment as a Smooth fragment: ``tfxd`` with its time and duration and, while
     live, ``tfrf`` announcing the next fragments (MS-SSTR §2.2.4.4-5); the ``trun`` data offset
     follows the larger ``moof``."""
-    boxes = parse_boxes(data)
-    moof = next((b for b in boxes if isinstance(b, MovieFragmentBox)), None)
-    mdat = next((b for b in boxes if isinstance(b, MediaDataBox)), None)
-    if moof is None or mdat is None:
-        raise BoxError("stored fragment lacks moof or mdat")
+    moof, mdat = fragment_boxes(data)
     traf = moof.need(TrackFragmentBox)
     traf.children.append(TfxdBox(time, duration))
     if lookahead:
