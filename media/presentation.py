@@ -136,13 +136,6 @@ def _whole_seconds(ticks: int, timescale: int) -> int:
     return max(1, -(-ticks // timescale))
 
 
-def cut_segments(entries: Sequence[TimelineEntry], timescale: int, minimum: Fraction) -> list[Segment]:
-    """All segments of a finished timeline (see :class:`SegmentCutter`)."""
-    cutter = SegmentCutter(timescale, minimum)
-    cutter.update(entries)
-    return cutter.view(Track("", TrackKind.VIDEO, "", "", timescale, b""), False, None, None).segments
-
-
 @dataclass(frozen=True, slots=True)
 class Run:
     """Consecutive segments of equal duration without a gap between them: what DASH ``S`` and Smooth
@@ -231,20 +224,6 @@ class TrackView:
         total = sum(s.duration for s in window)
         average = sum(s.size for s in window) * 8 * scale // max(total, 1)
         return max(peak, self.track.bitrate), max(average, 1)
-
-
-def make_view(
-    track: Track,
-    entries: Sequence[TimelineEntry],
-    minimum: Fraction,
-    window_seconds: int | None,
-    frame_rate: Fraction | None = None,
-) -> TrackView:
-    """A view from scratch: ``window_seconds`` None presents everything (a stream that has ended);
-    otherwise the segments ending within that many seconds of the live edge."""
-    cutter = SegmentCutter(track.timescale, minimum)
-    cutter.update(entries)
-    return cutter.view(track, window_seconds is not None, window_seconds, frame_rate)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from media import dash, hls, names, smooth
 from media.boxes import AVCConfigurationBox
 from media.model import Track, TrackKind
 from media.names import Kind, Resource
-from media.presentation import Lookup, Presentation, cut_segments, make_view, wallclock_anchor
+from media.presentation import Lookup, Presentation, Segment, SegmentCutter, TrackView, wallclock_anchor
 from media.timeline import FLAG_DISCONTINUITY, FLAG_KEYFRAME, TimelineEntry
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
@@ -58,6 +58,24 @@ VIDEO_LO = track("video=300000", TrackKind.VIDEO, 90000, bitrate=300000, width=6
 AUDIO = track(
     "audio-eng=96000", TrackKind.AUDIO, 48000, bitrate=96000, language="eng", sample_rate=48000, channels=2
 )
+
+
+def make_view(
+    track: Track,
+    entries: list[TimelineEntry],
+    minimum: Fraction,
+    window: int | None,
+    frame_rate: Fraction | None = None,
+) -> TrackView:
+    """A view as the origin builds one: a live window, or everything (``window`` None)."""
+    cutter = SegmentCutter(track.timescale, minimum)
+    cutter.update(entries)
+    return cutter.view(track, window is not None, window, frame_rate)
+
+
+def cut_segments(entries: list[TimelineEntry], timescale: int, minimum: Fraction) -> list[Segment]:
+    track = Track("t", TrackKind.VIDEO, "avc1", "avc1.64001f", timescale, b"")
+    return make_view(track, entries, minimum, None).segments
 
 
 def presentation(live: bool, window: int = 10) -> Presentation:
