@@ -158,7 +158,7 @@ class PlayoutEndpoint:
         self._front: OrderedDict[tuple[str, bytes, bytes], tuple[PublishingPoint, int, Answer]] = (
             OrderedDict()
         )
-        self._frame_rates: dict[tuple[int, str], Fraction | None] = {}
+        self._frame_rates: OrderedDict[tuple[int, str], Fraction | None] = OrderedDict()
         # Presentations by (generation, version, minimum, window): segment requests between two
         # fragments share one, instead of cutting the whole timeline again.
         self._presentations: OrderedDict[tuple[int, Fraction | None, int], tuple[int, Presentation]] = (
@@ -397,6 +397,8 @@ class PlayoutEndpoint:
             timescale = point.tracks[track].timescale
             rate = Fraction(timescale, samples[0].duration) if samples and samples[0].duration else None
             self._frame_rates[key] = rate
+            if len(self._frame_rates) > CUTTERS_KEPT:
+                self._frame_rates.popitem(last=False)
         return self._frame_rates[key]
 
     @staticmethod
