@@ -58,6 +58,17 @@ def parse_address(text: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def parse_app_paths(text: str) -> dict[str, str]:
+    """``live=channels, studio=studio/east`` → {"live": "channels", "studio": "studio/east"}."""
+    out = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        app, sep, path = (p.strip().strip("/") for p in item.partition("="))
+        if not sep or not app or not path:
+            raise ValueError(f"expected APP=PATH pairs separated by commas, got {item!r}")
+        out[app] = path
+    return out
+
+
 @dataclass(frozen=True)
 class IngestSettings:
     auto_create: bool = True  # create publishing points on first ingest
@@ -65,6 +76,14 @@ class IngestSettings:
     max_body_size: int = 0  # largest request body; 0 = no limit (a live POST runs for hours)
     read_timeout: float = 30.0  # seconds without a byte before an ingest request is ended
     max_connections: int = 256  # ingest requests in progress at once; more get 503
+    token: str = ""  # publish token every encoder must give (RTMP ?t=, HTTP ?t=); "" = none
+    rtmp_apps: str = ""  # RTMP application → point path, "live=channels,studio=studio/east"
+    rtmp_chunk_size: int = 4096  # chunk size Headwater sends with
+    rtmp_max_chunk_size: int = 16 * 1024**2  # largest Set Chunk Size a publisher may ask for
+    rtmp_max_message_size: int = 16 * 1024**2  # largest RTMP message (a keyframe must fit)
+    rtmp_handshake_timeout: float = 10.0  # seconds from accept to the end of connect/publish
+    tls_cert: str = ""  # PEM certificate (chain) for RTMPS; with tls_key, starts the rtmps listener
+    tls_key: str = ""  # PEM private key for RTMPS
 
 
 @dataclass(frozen=True)
@@ -89,7 +108,8 @@ class LogSettings:
 class Settings:
     root: str = "./content"
     http: str = "0.0.0.0:8080"
-    rtmp: str = "0.0.0.0:1935"
+    rtmp: str = "0.0.0.0:1935"  # "" = no RTMP listener
+    rtmps: str = "0.0.0.0:1936"  # RTMP over TLS, when ingest.tls_cert and ingest.tls_key are set
     shutdown_timeout: float = 10.0  # seconds SIGTERM waits for requests and writes in flight
     ingest: IngestSettings = field(default_factory=IngestSettings)
     playout: PlayoutSettings = field(default_factory=PlayoutSettings)
@@ -101,6 +121,15 @@ class Settings:
     def http_address(self) -> tuple[str, int]:
         return parse_address(self.http)
 
+    @property
+    def rtmp_address(self) -> tuple[str, int] | None:
+        return parse_address(self.rtmp) if self.rtmp else None
+
+    @property
+    def rtmps_address(self) -> tuple[str, int] | None:
+        enabled = self.rtmps and self.ingest.tls_cert and self.ingest.tls_key
+        return parse_address(self.rtmps) if enabled else None
+
 
 _SECTIONS = {
     "ingest": IngestSettings,
@@ -108,7 +137,12 @@ _SECTIONS = {
     "storage": StorageSettings,
     "log": LogSettings,
 }
-_TOP = ("root", "http", "rtmp", "shutdown_timeout")
+_TOP = ("root", "http", "rtmp", "rtmps", "shutdown_timeout")
+_MINIMUMS = {
+    "ingest.rtmp_chunk_size": 128,
+    "ingest.rtmp_max_chunk_size": 128,
+    "ingest.rtmp_max_message_size": 1024,
+}
 _CHOICES = {"log.format": ("json", "text"), "log.level": ("debug", "info", "warning", "error")}
 
 
@@ -135,8 +169,8 @@ def _coerce(name: str, default: Any, value: Any) -> Any:
             result = value
         else:
             result = parse_size(str(value)) if name.endswith("_size") else int(str(value))
-        if result < 0:
-            raise ValueError(f"must not be negative, got {value!r}")
+        if result < _MINIMUMS.get(name, 0):
+            raise ValueError(f"must be at least {_MINIMUMS.get(name, 0)}, got {value!r}")
         return result
     if isinstance(default, float):
         result_f = float(value)
@@ -146,8 +180,10 @@ def _coerce(name: str, default: Any, value: Any) -> Any:
     text = str(value)
     if name in _CHOICES and text not in _CHOICES[name]:
         raise ValueError(f"expected one of {', '.join(_CHOICES[name])}, got {text!r}")
-    if name in ("http", "rtmp"):
+    if name == "http" or (name in ("rtmp", "rtmps") and text):
         parse_address(text)
+    if name == "ingest.rtmp_apps":
+        parse_app_paths(text)
     return text
 
 

@@ -185,14 +185,16 @@ class PublishingPoint:
                 self.version += 1
                 self.manifest = self.manifest.with_tracks(list(self.tracks.values()))
                 await self._points.write_manifest(self.pid, self.manifest)
-            if self._ingest_headers.get(stream) != header:
+            if header and self._ingest_headers.get(stream) != header:
                 await self._points.write_ingest_header(self.pid, stream, header)
                 self._ingest_headers[stream] = header
         self._ended -= {t.name for t in tracks}
         await self._set_state(PointState.STARTED)
 
-    async def accept(self, fragment: Fragment) -> Verdict:
-        """Store a fragment unless the track has it already. Returns once it is durable."""
+    async def accept(self, fragment: Fragment, *, discontinuity: bool = False) -> Verdict:
+        """Store a fragment unless the track has it already. Returns once it is durable.
+        ``discontinuity`` marks it as following a break even without a gap in time (an encoder
+        restarted)."""
         self._check_live()
         track = self.tracks[fragment.track]
         timeline = await self.timeline(fragment.track)
@@ -217,7 +219,9 @@ class PublishingPoint:
                     str(self.pid), track.name, timeline.end, fragment.decode_time, track.timescale
                 )
             flags = FLAG_KEYFRAME if fragment.keyframe else 0
-            if timeline.is_gap(fragment.decode_time, tolerance):
+            if discontinuity and timeline.entries:
+                flags |= FLAG_DISCONTINUITY
+            elif timeline.is_gap(fragment.decode_time, tolerance):
                 flags |= FLAG_DISCONTINUITY
                 event(
                     log,
@@ -277,7 +281,7 @@ class PublishingPoint:
             "point": str(self.pid),
             "state": self.state.state.value,
             "since": _iso(self.state.since_ms) if self.state.since_ms else None,
-            "options": self.options.as_text(),
+            "options": self.options.as_text(redact=True),
             "tracks": tracks,
         }
 
@@ -350,6 +354,26 @@ class PointRegistry:
             found = await self.get(pid)
             assert found is not None
             return found
+
+    async def restart(self, point: PublishingPoint) -> PublishingPoint:
+        """Start the point again with no media (``restart_on_encoder_reconnect``): its tracks and
+        archive are deleted, its options kept. Answers cached for the old incarnation stay apart,
+        since the new one has a new generation."""
+        point.deleted = True
+        async with self._lock, self.writes.writing():
+            await self.store.delete_media(point.pid)
+            fresh = PublishingPoint(
+                point.pid,
+                point.manifest.with_tracks([]),
+                StateRecord(PointState.IDLE, now_ms()),
+                [],
+                self.store,
+                self.writes,
+            )
+            await self.store.write_manifest(point.pid, fresh.manifest)
+            self._points[point.pid] = fresh
+        event(log, "point.restarted", channel=str(point.pid))
+        return fresh
 
     async def delete(self, pid: PointId) -> None:
         point = await self.get(pid)

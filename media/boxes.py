@@ -703,7 +703,8 @@ class SampleDescriptionBox(_ListBox):
 
 @dataclass
 class VisualSampleEntry(Box):
-    """avc1/avc3 (14496-15 §5.4.2), hvc1/hev1 (§8.4.1), and any other video sample entry format."""
+    """avc1/avc3 (14496-15 §5.4.2), hvc1/hev1 (§8.4.1), av01 (AV1 ISOBMFF binding §2.2), and any other
+    video sample entry format."""
 
     TYPE = b"avc1"
     format: bytes = b"avc1"
@@ -760,8 +761,8 @@ def _visual_parser(fmt: bytes) -> Callable[[Cursor], VisualSampleEntry]:
 
 @dataclass
 class AudioSampleEntry(Box):
-    """mp4a and other audio sample entries (§12.2.3). QuickTime sound description versions 1 and 2
-    carry extra fields, kept verbatim in ``qt_extra``."""
+    """mp4a, Opus (Opus in ISOBMFF §4.3.1) and other audio sample entries (§12.2.3). QuickTime sound
+    description versions 1 and 2 carry extra fields, kept verbatim in ``qt_extra``."""
 
     TYPE = b"mp4a"
     format: bytes = b"mp4a"
@@ -1032,6 +1033,121 @@ class HEVCConfigurationBox(Box):
         ]
         parts += [f"{c:X}" for c in constraints]
         return ".".join(parts)
+
+
+@register
+@dataclass
+class AV1CodecConfigurationBox(Box):
+    """av1C: AV1CodecConfigurationRecord (AV1 Codec ISO Media File Format Binding v1.2.0 §2.3.3).
+    ``config_obus`` holds the configOBUs verbatim (a Sequence Header OBU first, when present; see
+    :mod:`media.av1`). ``initial_presentation_delay_minus_one`` is ``None`` when not present."""
+
+    TYPE = b"av1C"
+    seq_profile: int = 0
+    seq_level_idx_0: int = 0
+    seq_tier_0: int = 0
+    high_bitdepth: int = 0
+    twelve_bit: int = 0
+    monochrome: int = 0
+    chroma_subsampling_x: int = 1
+    chroma_subsampling_y: int = 1
+    chroma_sample_position: int = 0
+    initial_presentation_delay_minus_one: int | None = None
+    config_obus: bytes = b""
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> AV1CodecConfigurationBox:
+        head = cur.u8()
+        if head != 0x81:
+            raise cur.error(f"av1C marker and version are {head >> 7} and {head & 0x7F}, expected 1 and 1")
+        b1, b2, b3 = cur.u8(), cur.u8(), cur.u8()
+        delay = b3 & 0x0F if b3 & 0x10 else None
+        return cls(
+            b1 >> 5,
+            b1 & 0x1F,
+            b2 >> 7,
+            (b2 >> 6) & 1,
+            (b2 >> 5) & 1,
+            (b2 >> 4) & 1,
+            (b2 >> 3) & 1,
+            (b2 >> 2) & 1,
+            b2 & 3,
+            delay,
+            cur.rest(),
+        )
+
+    def payload(self) -> bytes:
+        b2 = (
+            (self.seq_tier_0 << 7)
+            | (self.high_bitdepth << 6)
+            | (self.twelve_bit << 5)
+            | (self.monochrome << 4)
+            | (self.chroma_subsampling_x << 3)
+            | (self.chroma_subsampling_y << 2)
+            | self.chroma_sample_position
+        )
+        delay = self.initial_presentation_delay_minus_one
+        b3 = 0 if delay is None else 0x10 | delay
+        return bytes([0x81, (self.seq_profile << 5) | self.seq_level_idx_0, b2, b3]) + self.config_obus
+
+    @property
+    def bit_depth(self) -> int:
+        """BitDepth of the color_config (AV1 specification §5.5.2): 12, 10 or 8."""
+        return 12 if self.twelve_bit else 10 if self.high_bitdepth else 8
+
+
+@register
+@dataclass
+class OpusSpecificBox(Box):
+    """dOps: OpusSpecificBox (Encapsulation of Opus in ISO Base Media File Format v0.6.8 §4.3.2), the
+    big-endian form of the OpusHead fields (RFC 7845 §5.1, :mod:`media.opus`). The channel mapping
+    table (``stream_count``, ``coupled_count``, ``channel_mapping``) is present only when
+    ``channel_mapping_family`` is not 0; the stream and coupled counts are ``None`` otherwise."""
+
+    TYPE = b"dOps"
+    output_channel_count: int = 2
+    pre_skip: int = 312
+    input_sample_rate: int = 48000
+    output_gain: int = 0  # Q7.8 dB, signed
+    channel_mapping_family: int = 0
+    stream_count: int | None = None
+    coupled_count: int | None = None
+    channel_mapping: bytes = b""
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> OpusSpecificBox:
+        version = cur.u8()
+        if version != 0:
+            raise cur.error(f"dOps Version {version} is not 0")
+        channels, pre_skip, rate, gain, family = cur.u8(), cur.u16(), cur.u32(), cur.i16(), cur.u8()
+        if family == 0:
+            return cls(channels, pre_skip, rate, gain, family)
+        streams, coupled = cur.u8(), cur.u8()
+        mapping = cur.take(channels, "ChannelMapping")
+        return cls(channels, pre_skip, rate, gain, family, streams, coupled, mapping)
+
+    def payload(self) -> bytes:
+        out = (
+            bytes([0, self.output_channel_count])
+            + self.pre_skip.to_bytes(2, "big")
+            + self.input_sample_rate.to_bytes(4, "big")
+            + self.output_gain.to_bytes(2, "big", signed=True)
+            + bytes([self.channel_mapping_family])
+        )
+        if self.channel_mapping_family == 0:
+            return out
+        if self.stream_count is None or self.coupled_count is None:
+            raise BoxError(
+                f"dOps ChannelMappingFamily {self.channel_mapping_family} needs StreamCount and CoupledCount",
+                path="dOps",
+            )
+        if len(self.channel_mapping) != self.output_channel_count:
+            raise BoxError(
+                f"dOps ChannelMapping has {len(self.channel_mapping)} entries for "
+                f"{self.output_channel_count} output channels",
+                path="dOps",
+            )
+        return out + bytes([self.stream_count, self.coupled_count]) + self.channel_mapping
 
 
 def _read_descriptor(cur: Cursor) -> tuple[int, Cursor]:

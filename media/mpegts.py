@@ -89,6 +89,14 @@ _AUD_H264 = _START_CODE + b"\x09\xf0"
 _AUD_HEVC = _START_CODE + b"\x46\x01\x50"
 
 
+TS_CODECS = frozenset({"avc1", "avc3", "hvc1", "hev1", "mp4a"})
+
+
+def can_carry(track: Track) -> bool:
+    """Whether HLS can serve this track's media in MPEG-TS segments (text travels as WebVTT)."""
+    return track.kind is TrackKind.TEXT or track.codec in TS_CODECS
+
+
 class TsMuxError(MediaError):
     """The samples handed to the muxer are inconsistent or malformed (sizes, NAL unit lengths)."""
 

@@ -62,7 +62,7 @@ def create_app(settings: Settings, registry: PointRegistry | None = None) -> Qua
         options = parse_server_manifest(body, settings.points).options if body.strip() else None
         created = await registry.create(pid, options)
         return Response(
-            write_server_manifest(created.manifest),
+            write_server_manifest(created.manifest, redact=True),
             status=201,
             content_type=SMIL_TYPE,
             headers={"Location": f"/{pid}.isml"},
@@ -72,7 +72,7 @@ def create_app(settings: Settings, registry: PointRegistry | None = None) -> Qua
     async def get_point(point: str) -> Response:
         found = await existing(point)
         manifest: ServerManifest = found.manifest
-        return Response(write_server_manifest(manifest), content_type=SMIL_TYPE)
+        return Response(write_server_manifest(manifest, redact=True), content_type=SMIL_TYPE)
 
     @app.delete("/<path:point>.isml")
     async def delete_point(point: str) -> Response:

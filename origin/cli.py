@@ -20,7 +20,9 @@ def _settings_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML configuration file (also $HEADWATER_CONFIG)")
     parser.add_argument("--root", help="content root: a folder (default ./content)")
     parser.add_argument("--http", metavar="HOST:PORT", help="HTTP listener (default 0.0.0.0:8080)")
-    parser.add_argument("--rtmp", metavar="HOST:PORT", help="RTMP listener (default 0.0.0.0:1935; reserved)")
+    parser.add_argument(
+        "--rtmp", metavar="HOST:PORT", help='RTMP listener (default 0.0.0.0:1935; "" for none)'
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -31,7 +33,9 @@ def _settings_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    flags: dict[str, Any] = {k: getattr(args, k) for k in ("root", "http", "rtmp") if getattr(args, k)}
+    flags: dict[str, Any] = {
+        k: getattr(args, k) for k in ("root", "http", "rtmp") if getattr(args, k) is not None
+    }
     for item in args.set:
         name, sep, value = item.partition("=")
         if not sep:

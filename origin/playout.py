@@ -32,7 +32,7 @@ from ingest.points import PointRegistry, PublishingPoint
 from media import dash, hls, names, smooth, webvtt
 from media.cmaf import read_fragment
 from media.model import Track, TrackKind
-from media.mpegts import TsTrack, mux_segment
+from media.mpegts import TsTrack, can_carry, mux_segment
 from media.names import Kind, Resource
 from media.presentation import Lookup, Presentation, SegmentCutter, TrackView, wallclock_anchor
 from origin.errors import error_body, status_for
@@ -211,7 +211,12 @@ class PlayoutEndpoint:
     async def _resolve(
         self, scope: Scope, point: PublishingPoint, resource: Resource, query: dict[str, list[str]]
     ) -> Answer:
-        fmp4 = point.options.hls_fmp4 or _flag(query, "hls_fmp4")
+        # AV1 and Opus have no MPEG-TS mapping HLS players use: such points get fMP4 segments.
+        fmp4 = (
+            point.options.hls_fmp4
+            or _flag(query, "hls_fmp4")
+            or not all(can_carry(t) for t in point.tracks.values())
+        )
         window = point.options.dvr_window_length
         if "dvr_window_length" in query:
             window = min(window, _seconds(query, "dvr_window_length"))

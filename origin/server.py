@@ -1,5 +1,6 @@
-"""Run the application under Hypercorn until SIGTERM/SIGINT, then stop cleanly: refuse new ingest,
-let requests in flight finish (up to ``shutdown_timeout``), wait for writes in flight, exit 0."""
+"""Run the application under Hypercorn, with the RTMP listeners in the same event loop, until
+SIGTERM/SIGINT, then stop cleanly: refuse new ingest, let requests in flight finish and RTMP
+publishers store what they buffered (up to ``shutdown_timeout``), wait for writes in flight, exit 0."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from hypercorn.config import Config
 
 from conf.logs import event
 from conf.settings import Settings
+from ingest.rtmp.server import RtmpServer
 from origin.app import build_registry, create_app
 
 log = logging.getLogger("headwater.server")
@@ -39,16 +41,20 @@ async def run(settings: Settings) -> None:
         event(log, "server.stopping")
         registry.closed.set()
 
+    rtmp = RtmpServer(registry, settings)
+    listeners = await rtmp.start()
     # Settings, registry and imports live as long as the process: keep them out of every collection.
     gc.freeze()
     event(
         log,
         "server.started",
         http=f"{host}:{port}",
+        rtmp=listeners,
         root=registry.store.store.describe(),
         auto_create=settings.ingest.auto_create,
     )
     await serve(app, config, shutdown_trigger=shutdown_trigger)
+    await rtmp.stop(settings.shutdown_timeout)
     try:
         await asyncio.wait_for(registry.writes.wait_idle(), settings.shutdown_timeout)
     except TimeoutError:

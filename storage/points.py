@@ -80,10 +80,14 @@ class PointStore:
         body = {"state": record.state.value, "since_ms": record.since_ms}
         await self.store.put(pid.state_key, json.dumps(body).encode())
 
+    async def delete_media(self, pid: PointId) -> int:
+        """Delete the point's tracks, fragments and ingest headers; keep its manifest."""
+        count = await self.store.delete_prefix(pid.tracks_prefix)
+        return count + await self.store.delete_prefix(pid.ingest_prefix)
+
     async def delete(self, pid: PointId) -> int:
         """Delete what belongs to this point, and nothing of the points nested below its path."""
-        count = await self.store.delete_prefix(pid.tracks_prefix)
-        count += await self.store.delete_prefix(pid.ingest_prefix)
+        count = await self.delete_media(pid)
         for key in (pid.state_key, pid.manifest_key):
             count += await self.store.delete(key)
         return count

@@ -47,6 +47,16 @@ def _duration(option: str, text: str) -> Fraction:
     return value
 
 
+def _token(option: str, text: str) -> str:
+    value = text.strip()
+    if len(value) > 256 or any(not c.isprintable() or c.isspace() or c in "?&=/" for c in value):
+        raise InvalidOption(option, "expected up to 256 printable characters without spaces or ?&=/")
+    return value
+
+
+REDACTED = "********"
+
+
 @dataclass(frozen=True)
 class PointOptions:
     """Options a publishing point honours (Unified Origin names; ``0`` means "no limit" / "one
@@ -60,6 +70,8 @@ class PointOptions:
     mpd_minimum_fragment_length: Fraction = Fraction(0)
     iss_minimum_fragment_length: Fraction = Fraction(0)
     hls_fmp4: bool = False  # HLS with fMP4 (CMAF) segments instead of MPEG-TS
+    publish_token: str = ""  # encoders must give this token (or the global one); redacted by the API
+    redundant_encoders: bool = False  # several encoders may publish the same stream at once
 
     def with_values(self, values: dict[str, str]) -> PointOptions:
         """These options with ``values`` (option name → text) applied; dotted names
@@ -73,11 +85,14 @@ class PointOptions:
             changes[name] = parser(name, text)
         return replace(self, **changes)
 
-    def as_text(self) -> dict[str, str]:
+    def as_text(self, *, redact: bool = False) -> dict[str, str]:
+        """Option name → text; ``redact`` hides a set publish token (what the API shows)."""
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
             out[f.name] = str(value).lower() if isinstance(value, bool) else str(value)
+        if redact and self.publish_token:
+            out["publish_token"] = REDACTED
         return out
 
 
@@ -90,6 +105,8 @@ OPTION_PARSERS: dict[str, Any] = {
     "mpd_minimum_fragment_length": _duration,
     "iss_minimum_fragment_length": _duration,
     "hls_fmp4": _bool,
+    "publish_token": _token,
+    "redundant_encoders": _bool,
 }
 
 # Accepted so that Unified Origin server manifests load unchanged, and not acted on: metadata about
@@ -140,11 +157,11 @@ def parse_server_manifest(data: bytes, defaults: PointOptions) -> ServerManifest
     return ServerManifest(defaults.with_values(values))
 
 
-def write_server_manifest(manifest: ServerManifest) -> bytes:
+def write_server_manifest(manifest: ServerManifest, *, redact: bool = False) -> bytes:
     ET.register_namespace("", SMIL_NS)
     smil = ET.Element(f"{{{SMIL_NS}}}smil")
     head = ET.SubElement(smil, f"{{{SMIL_NS}}}head")
-    for name, value in manifest.options.as_text().items():
+    for name, value in manifest.options.as_text(redact=redact).items():
         ET.SubElement(head, f"{{{SMIL_NS}}}meta", name=name, content=value)
     switch = ET.SubElement(ET.SubElement(smil, f"{{{SMIL_NS}}}body"), f"{{{SMIL_NS}}}switch")
     tags = {"video": "video", "audio": "audio", "text": "textstream"}

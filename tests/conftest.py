@@ -41,14 +41,21 @@ class Server:
     log_path: Path
     settings: list[str] = field(default_factory=list)
     port: int = 0
+    rtmp_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def rtmp_url(self, path: str) -> str:
+        """``rtmp://127.0.0.1:<port>/<app>/<name>`` for ``path`` = ``app/name[?query]``."""
+        return f"rtmp://127.0.0.1:{self.rtmp_port}/{path}"
+
     def start(self) -> Server:
-        self.port = self.port or free_port()  # a restart keeps its address, as encoders expect
+        # A restart keeps its addresses, as encoders expect.
+        self.port = self.port or free_port()
+        self.rtmp_port = self.rtmp_port or free_port()
         args = [
             sys.executable,
             "-m",
@@ -58,6 +65,8 @@ class Server:
             str(self.root),
             "--http",
             f"127.0.0.1:{self.port}",
+            "--rtmp",
+            f"127.0.0.1:{self.rtmp_port}",
             "--set",
             "log.level=debug",
         ]

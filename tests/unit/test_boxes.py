@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from media.bmff import write_header
 from media.boxes import (
     AudioSampleEntry,
+    AV1CodecConfigurationBox,
     AVCConfigurationBox,
     BitRateBox,
     Box,
@@ -36,6 +37,7 @@ from media.boxes import (
     MovieFragmentRandomAccessBox,
     MovieHeaderBox,
     NullMediaHeaderBox,
+    OpusSpecificBox,
     ProducerReferenceTimeBox,
     RawBox,
     SampleDescriptionBox,
@@ -105,6 +107,15 @@ ESDS = (
     "  05 80808002 1190"
     "  06 80808001 02"
 )
+# av1C (AV1 ISOBMFF binding §2.3.3): marker+version, profile(3) level(5), tier highbd 12bit mono ssx ssy
+# csp(2), reserved(3) delay_present(1) delay(4), configOBUs. The first is libsvtav1's for 320x180 (one
+# Sequence Header OBU); the second a 10-bit high-tier record with an initial presentation delay.
+AV1C = "00000019 61763143  81  00  0c  00  0a0b000000043cfecc02f80040"
+AV1C_DELAY = "0000000c 61763143  81  09  ce  13"
+# dOps (Opus in ISOBMFF §4.3.2): Version, OutputChannelCount, PreSkip, InputSampleRate, OutputGain
+# (signed), ChannelMappingFamily [StreamCount, CoupledCount, ChannelMapping]; the 5.1 one is libopus's.
+DOPS_STEREO = "00000013 644f7073  00  02  0138  0000bb80  0000  00"
+DOPS_51 = "0000001b 644f7073  00  06  0138  0000bb80  fe00  01  04 02 000401020305"
 # VisualSampleEntry: reserved(6) dri(2) pre_defined+reserved(16) width height resolution x2 reserved(4)
 # frame_count(2) compressorname(32) depth(2) pre_defined(2) = 78 bytes, then child boxes.
 VISUAL_ZEROS = "00000000000000000000000000000000"
@@ -124,9 +135,14 @@ HEV1 = (
     "00000056 68657631  000000000000 0001 " + VISUAL_ZEROS + " 0780 0438 00480000 00480000 00000000 0001"
     " " + "00" * 32 + " 0018 ffff"
 )
+AV01 = (
+    "0000006f 61763031  000000000000 0001 " + VISUAL_ZEROS + " 0140 00b4 00480000 00480000 00000000 0001"
+    " " + "00" * 32 + " 0018 ffff " + AV1C
+)
 # AudioSampleEntry: reserved(6) dri(2) version(2) reserved(6) channels(2) samplesize(2) pre_defined(4)
 # samplerate 16.16 (4) = 28 bytes, then child boxes.
 MP4A = "00000057 6d703461  000000000000 0001  0000 000000000000  0002 0010  00000000  bb800000 " + ESDS
+OPUS = "00000037 4f707573  000000000000 0001  0000 000000000000  0002 0010  00000000  bb800000 " + DOPS_STEREO
 WVTT = "0000001e 77767474  000000000000 0001  0000000e 76747443 574542565454"
 STPP = "0000002c 73747070  000000000000 0001  687474703a2f2f7777772e77332e6f72672f6e732f74746d6c 00  00  00"
 STSD_AVC1 = "00000095 73747364  00000000  00000001 " + AVC1
@@ -201,6 +217,8 @@ TRUN_V1_BOX = TrackRun(
     version=1,
 )
 AVC1_BOX = VisualSampleEntry(b"avc1", 640, 360, [AVCC_BOX, BTRT_BOX], compressor_name="hw")
+AV1C_BOX = AV1CodecConfigurationBox(config_obus=bytes.fromhex("0a0b000000043cfecc02f80040"))
+DOPS_STEREO_BOX = OpusSpecificBox(2, 312, 48000, 0, 0)
 
 
 CASES: list[tuple[str, Box, str]] = [
@@ -234,11 +252,21 @@ CASES: list[tuple[str, Box, str]] = [
     ("btrt", BTRT_BOX, BTRT),
     ("hvcC", HVCC_BOX, HVCC),
     ("esds", ESDS_BOX, ESDS),
+    ("av1C", AV1C_BOX, AV1C),
+    ("av1C-10bit-high-tier-delay", AV1CodecConfigurationBox(0, 9, 1, 1, 0, 0, 1, 1, 2, 3), AV1C_DELAY),
+    ("dOps-stereo", DOPS_STEREO_BOX, DOPS_STEREO),
+    (
+        "dOps-5.1-mapping-table",
+        OpusSpecificBox(6, 312, 48000, -512, 1, 4, 2, bytes([0, 4, 1, 2, 3, 5])),
+        DOPS_51,
+    ),
     ("avc1", AVC1_BOX, AVC1),
     ("avc3", VisualSampleEntry(b"avc3", 1280, 720), AVC3),
     ("hvc1", VisualSampleEntry(b"hvc1", 1920, 1080, [HVCC_BOX]), HVC1),
     ("hev1", VisualSampleEntry(b"hev1", 1920, 1080), HEV1),
+    ("av01", VisualSampleEntry(b"av01", 320, 180, [AV1C_BOX]), AV01),
     ("mp4a", AudioSampleEntry(b"mp4a", 2, 48000, [ESDS_BOX]), MP4A),
+    ("Opus", AudioSampleEntry(b"Opus", 2, 48000, [DOPS_STEREO_BOX]), OPUS),
     ("wvtt", TextSampleEntry(b"wvtt", children=[RawBox(b"vttC", b"WEBVTT")]), WVTT),
     ("stpp", TextSampleEntry(b"stpp", "http://www.w3.org/ns/ttml"), STPP),
     ("stsd-avc1", SampleDescriptionBox([AVC1_BOX]), STSD_AVC1),
@@ -377,6 +405,19 @@ def test_trun_refuses_to_write_a_sample_lacking_an_announced_field() -> None:
         bytes(run)
 
 
+def test_dops_refuses_to_write_an_incomplete_channel_mapping_table() -> None:
+    with pytest.raises(BoxError, match="needs StreamCount and CoupledCount"):
+        bytes(OpusSpecificBox(6, 312, 48000, 0, 1, channel_mapping=bytes(6)))
+    with pytest.raises(BoxError, match="2 entries for 6 output channels"):
+        bytes(OpusSpecificBox(6, 312, 48000, 0, 1, 4, 2, bytes(2)))
+
+
+def test_av1c_bit_depth() -> None:
+    assert AV1C_BOX.bit_depth == 8
+    assert AV1CodecConfigurationBox(seq_profile=2, high_bitdepth=1).bit_depth == 10
+    assert AV1CodecConfigurationBox(seq_profile=2, high_bitdepth=1, twelve_bit=1).bit_depth == 12
+
+
 def test_trun_sample_count_must_match_payload() -> None:
     data = bytes.fromhex(TRUN_V0)
     bad = data[:12] + (3).to_bytes(4, "big") + data[16:]
@@ -433,6 +474,10 @@ def test_trailing_bytes_are_refused() -> None:
         ("00000013 65736473 00000000 05 80808002 1190", "tag 5"),
         ("00000018 65736473 00000000 03 80808007 0001 00 06 800102", "DecoderConfigDescriptor"),
         ("00000018 73747364 00000000 00000002 00000008 66726565", "entry_count says 2"),
+        ("0000000c 61763143 01 00 0c 00", "marker and version are 0 and 1"),
+        ("0000000c 61763143 82 00 0c 00", "marker and version are 1 and 2"),
+        ("00000013 644f7073 01 02 0138 0000bb80 0000 00", "Version 1 is not 0"),
+        ("00000017 644f7073 00 06 0138 0000bb80 0000 01 04 02 0004", "ChannelMapping needs 6 bytes, 2 left"),
         ("00000010 75756964", "truncated"),
         ("00000000 6d646174", "size 0"),
         ("00000004 6d646174", "smaller than its header"),

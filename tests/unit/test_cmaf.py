@@ -132,11 +132,11 @@ def test_codec_info_text() -> None:
     ("entry", "path"),
     [
         (RawBox(b"xyz1", bytes(8)), "moov/trak/stsd/xyz1"),
-        (VisualSampleEntry(b"av01", 64, 64), "moov/trak/stsd/av01"),
-        (AudioSampleEntry(b"Opus"), "moov/trak/stsd/Opus"),
+        (VisualSampleEntry(b"vp09", 64, 64), "moov/trak/stsd/vp09"),
+        (AudioSampleEntry(b"ac-3"), "moov/trak/stsd/ac-3"),
         (aac_entry(object_type=0x6B), "moov/trak/stsd/mp4a/esds"),
     ],
-    ids=["unknown-entry", "av01", "opus", "mp3-in-mp4a"],
+    ids=["unknown-entry", "vp09", "ac-3", "mp3-in-mp4a"],
 )
 def test_codec_info_refuses_unsupported_codecs(entry: Box, path: str) -> None:
     with pytest.raises(UnsupportedMedia) as info:

@@ -1,0 +1,457 @@
+"""The asyncio side of RTMP ingest: listeners (plain and TLS), one task per connection moving bytes
+between the socket and :class:`~ingest.rtmp.session.ServerSession`, and publishes feeding
+:class:`~ingest.flv.FlvReceiver` output into publishing points.
+
+``rtmp://host/<app>/<name>[_<n>][?t=<token>]`` publishes to the point ``<path>/<name>.isml``, where
+``<path>`` is ``<app>`` or what ``ingest.rtmp_apps`` maps it to; ``_<n>`` (one or two digits) makes
+the stream a rendition of ``<name>`` with tracks ``video_<n>``/``audio_<n>``.
+
+Reading waits until the previous piece is stored, so a slow store slows the encoder through TCP
+instead of filling memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import re
+import ssl
+import time
+import weakref
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import TypeVar
+from urllib.parse import parse_qs
+
+from conf.logs import event
+from conf.settings import Settings, parse_app_paths
+from ingest.errors import BackwardsTimestamp, IngestError
+from ingest.flv import FlvReceiver
+from ingest.fmp4 import Event as MediaEvent
+from ingest.fmp4 import FragmentReceived, TracksDeclared
+from ingest.points import PointRegistry, PublishingPoint, now_ms
+from ingest.rtmp import chunks
+from ingest.rtmp.clock import PointClock, TimestampMapper, choose_offset
+from ingest.rtmp.errors import RtmpError
+from ingest.rtmp.session import (
+    Connected,
+    MediaReceived,
+    MetadataReceived,
+    PlayRefused,
+    PublishRequested,
+    ServerSession,
+    Unpublished,
+)
+from media.errors import MediaError
+from media.timeline import Verdict
+from storage.errors import InvalidName, StorageError
+from storage.keys import PointId
+
+log = logging.getLogger("headwater.rtmp")
+K = TypeVar("K")
+
+RENDITION = re.compile(r"(?P<base>.+)_(?P<number>\d{1,2})")
+READ_SIZE = 1 << 16
+BAD_NAME = "NetStream.Publish.BadName"
+UNAUTHORIZED = "NetStream.Publish.Unauthorized"
+
+
+class Refused(Exception):
+    """A publish the server will not take: the onStatus code and the reason told to the encoder."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+        super().__init__(reason)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamName:
+    """What a publish names: the point, the stream (``name_2``), the track suffix and the token."""
+
+    pid: PointId
+    stream: str
+    suffix: str
+    token: str
+
+
+def parse_publish(app: str, name: str, apps: dict[str, str]) -> StreamName:
+    """Map ``connect``'s app and ``publish``'s name to a point; the token may be a ``t`` query on
+    either (``rtmp://host/live?t=…`` with key ``name``, or key ``name?t=…``)."""
+    app, _, app_query = app.partition("?")
+    stream, _, stream_query = name.partition("?")
+    tokens = parse_qs(stream_query).get("t") or parse_qs(app_query).get("t") or [""]
+    app = app.strip("/")
+    match = RENDITION.fullmatch(stream)
+    base, suffix = (match["base"], f"_{match['number']}") if match else (stream, "")
+    path = apps.get(app, app)
+    try:
+        pid = PointId.parse(f"{path}/{base}" if path else base)
+    except InvalidName as exc:
+        raise Refused(BAD_NAME, f"{exc}") from None
+    return StreamName(pid, stream, suffix, tokens[0])
+
+
+def fragment_target(point: PublishingPoint) -> Fraction:
+    """The shortest non-zero minimum fragment length of the point's outputs; 0 = every keyframe."""
+    options = point.options
+    lengths = [
+        options.hls_minimum_fragment_length,
+        options.mpd_minimum_fragment_length,
+        options.iss_minimum_fragment_length,
+    ]
+    return min((x for x in lengths if x > 0), default=Fraction(0))
+
+
+@dataclass
+class Publish:
+    """One accepted publish: where it goes, and its media state."""
+
+    name: StreamName
+    point: PublishingPoint
+    receiver: FlvReceiver
+    clock: PointClock
+    redundant: bool
+    mapper: TimestampMapper | None = None
+    resumed: set[str] = field(default_factory=set)  # tracks whose first fragment follows a break
+    stored: int = 0
+    duplicates: int = 0
+    dropped: int = 0
+
+
+class RtmpServer:
+    """RTMP listeners and their connections, sharing the HTTP origin's publishing points."""
+
+    def __init__(self, registry: PointRegistry, settings: Settings) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.ingest = settings.ingest
+        self.apps = parse_app_paths(settings.ingest.rtmp_apps)
+        self.servers: list[asyncio.Server] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.active: dict[tuple[PointId, str], int] = {}  # publishers per (point, stream)
+        self.per_point: dict[PointId, int] = {}  # publishers per point
+        self.offsets: weakref.WeakKeyDictionary[PublishingPoint, int] = weakref.WeakKeyDictionary()
+
+    async def start(self) -> list[str]:
+        """Open the configured listeners; returns their addresses."""
+        opened = []
+        address = self.settings.rtmp_address
+        if address is not None:
+            server = await asyncio.start_server(self._accept, address[0], address[1], limit=READ_SIZE)
+            self.servers.append(server)
+            opened.append(_bound(server, "rtmp"))
+        tls_address = self.settings.rtmps_address
+        if tls_address is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self.ingest.tls_cert, self.ingest.tls_key)
+            server = await asyncio.start_server(
+                self._accept,
+                tls_address[0],
+                tls_address[1],
+                ssl=context,
+                ssl_handshake_timeout=self.ingest.rtmp_handshake_timeout,
+                limit=READ_SIZE,
+            )
+            self.servers.append(server)
+            opened.append(_bound(server, "rtmps"))
+        return opened
+
+    async def stop(self, timeout: float) -> None:
+        """Stop listening; connections store what they buffered and close (``registry.closed``)."""
+        for server in self.servers:
+            server.close()
+        if self.tasks:
+            _, pending = await asyncio.wait(self.tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        try:
+            await Connection(self, reader, writer).run()
+        finally:
+            self.tasks.discard(task)
+
+    # -- publishes ------------------------------------------------------------------------------
+
+    async def open_publish(self, app: str, name: str, peer: str) -> Publish:
+        """Check and register a publish; raises :class:`Refused` with what to tell the encoder."""
+        if self.registry.closed.is_set():
+            raise Refused(BAD_NAME, "the server is shutting down; reconnect to another origin")
+        stream = parse_publish(app, name, self.apps)
+        point = await self.registry.get(stream.pid)
+        options = point.options if point is not None else self.registry.defaults
+        expected = [t for t in (options.publish_token, self.ingest.token) if t]
+        if expected and not any(hmac.compare_digest(stream.token, t) for t in expected):
+            reason = (
+                "a publish token is required (?t=…)" if not stream.token else "the publish token is wrong"
+            )
+            raise Refused(UNAUTHORIZED, f"Unauthorized: {reason}")
+        if point is None:
+            if not self.registry.auto_create:
+                raise Refused(BAD_NAME, f"publishing point {str(stream.pid)!r} does not exist")
+            point = await self.registry.for_ingest(stream.pid)
+        key = (stream.pid, stream.stream)
+        if self.active.get(key) and not point.options.redundant_encoders:
+            raise Refused(
+                BAD_NAME, f"stream {stream.stream!r} of {str(stream.pid)!r} is already being published"
+            )
+        if point.options.restart_on_encoder_reconnect and not self.per_point.get(stream.pid) and point.tracks:
+            if point.connections:
+                raise Refused(BAD_NAME, f"{str(stream.pid)!r} is receiving HTTP ingest; cannot restart it")
+            point = await self.registry.restart(point)
+            self.offsets.pop(point, None)
+        receiver = FlvReceiver(
+            stream.suffix, fragment_target(point), max_fragment_bytes=self.ingest.max_box_size
+        )
+        own = {f"video{stream.suffix}", f"audio{stream.suffix}"}
+        clock = await _point_clock(point, own)
+        resumed = {name for name in own if name in point.tracks}
+        self.active[key] = self.active.get(key, 0) + 1
+        self.per_point[stream.pid] = self.per_point.get(stream.pid, 0) + 1
+        point.connections += 1
+        return Publish(stream, point, receiver, clock, bool(self.active[key] > 1), resumed=resumed)
+
+    def close_publish(self, publish: Publish) -> None:
+        _release(self.active, (publish.name.pid, publish.name.stream))
+        _release(self.per_point, publish.name.pid)
+        publish.point.connections -= 1
+
+    def map_time(self, publish: Publish, raw: int) -> int:
+        if publish.mapper is None:
+            previous = self.offsets.get(publish.point, 0)
+            offset = choose_offset(raw, previous, publish.clock)
+            self.offsets[publish.point] = offset
+            publish.mapper = TimestampMapper(raw, offset)
+        return publish.mapper.map(raw)
+
+
+def _release(counts: dict[K, int], key: K) -> None:
+    left = counts.get(key, 0) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
+
+
+async def _point_clock(point: PublishingPoint, own: set[str]) -> PointClock:
+    floor: int | None = None
+    latest: int | None = None
+    now = now_ms()
+    for name, track in point.tracks.items():
+        last = (await point.timeline(name)).last
+        if last is None:
+            continue
+        end_ms = -(-last.end * 1000 // track.timescale)
+        if name in own:
+            floor = max(floor or 0, end_ms)
+        projected = end_ms + max(0, now - last.wallclock_ms) if last.wallclock_ms else end_ms
+        latest = max(latest or 0, projected)
+    return PointClock(floor, latest)
+
+
+def _bound(server: asyncio.Server, scheme: str) -> str:
+    host, port = server.sockets[0].getsockname()[:2]
+    return f"{scheme}://{host}:{port}"
+
+
+class Connection:
+    """One client: reads, feeds the session, acts on its events, writes its replies."""
+
+    def __init__(
+        self, server: RtmpServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        peer = writer.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        ingest = server.ingest
+        self.session = ServerSession(
+            chunk_size=ingest.rtmp_chunk_size,
+            max_chunk_size=ingest.rtmp_max_chunk_size,
+            max_message_size=ingest.rtmp_max_message_size,
+        )
+        self.publishes: dict[int, Publish] = {}
+        self.app = ""
+        self.started = time.monotonic()
+        self.closing = False
+
+    async def run(self) -> None:
+        reason = "the encoder closed the connection"
+        level = logging.INFO
+        try:
+            while not self.closing:
+                data = await self._read()
+                if data is None:
+                    reason = "the server is shutting down"
+                    break
+                if not data:
+                    break
+                for ev in self.session.receive(data):
+                    await self._on_event(ev)
+                await self._flush()
+        except (RtmpError, MediaError, Refused) as exc:
+            reason, level = str(exc), logging.WARNING
+        except BackwardsTimestamp as exc:
+            reason, level = str(exc), logging.WARNING
+        except (IngestError, StorageError) as exc:
+            reason, level = str(exc), logging.ERROR
+        except TimeoutError as exc:
+            reason, level = str(exc) or "timed out", logging.WARNING
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            reason, level = f"connection lost: {exc}", logging.WARNING
+        finally:
+            await self._finish_all(reason, level)
+
+    async def _read(self) -> bytes | None:
+        """The next piece from the socket; ``None`` when the server stops. Times out when the
+        encoder sends nothing (handshake and publish must finish in ``rtmp_handshake_timeout``)."""
+        ingest = self.server.ingest
+        if self.publishes:
+            timeout = ingest.read_timeout
+            what = f"no data from the encoder for {timeout:g} s (ingest.read_timeout)"
+        else:
+            timeout = max(0.0, ingest.rtmp_handshake_timeout - (time.monotonic() - self.started))
+            what = (
+                f"no publish within {ingest.rtmp_handshake_timeout:g} s of connecting "
+                "(ingest.rtmp_handshake_timeout)"
+            )
+        read = asyncio.ensure_future(self.reader.read(READ_SIZE))
+        closing = asyncio.ensure_future(self.server.registry.closed.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {read, closing}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        except asyncio.CancelledError:
+            read.cancel()
+            raise
+        finally:
+            closing.cancel()
+        if read in done:
+            return read.result()
+        read.cancel()
+        if closing in done:
+            return None
+        raise TimeoutError(what)
+
+    async def _flush(self) -> None:
+        out = self.session.data_to_send()
+        if out:
+            self.writer.write(out)
+            await self.writer.drain()
+
+    async def _on_event(self, ev: object) -> None:
+        if isinstance(ev, MediaReceived):
+            publish = self.publishes[ev.stream_id]
+            time_ms = self.server.map_time(publish, ev.timestamp)
+            receiver = publish.receiver
+            if ev.type_id == chunks.VIDEO:
+                media = receiver.video_message(time_ms, ev.payload)
+            else:
+                media = receiver.audio_message(time_ms, ev.payload)
+            if media:
+                await self._store(publish, media)
+        elif isinstance(ev, MetadataReceived):
+            if ev.stream_id in self.publishes:
+                self.publishes[ev.stream_id].receiver.metadata(ev.values)
+        elif isinstance(ev, Connected):
+            self.app = ev.app
+            event(
+                log, "rtmp.connected", peer=self.peer, app=ev.app, tc_url=ev.tc_url, client=ev.flash_version
+            )
+        elif isinstance(ev, PublishRequested):
+            await self._publish(ev)
+        elif isinstance(ev, Unpublished):
+            if ev.stream_id in self.publishes:
+                await self._finish(self.publishes.pop(ev.stream_id), ended=True, reason=ev.reason)
+        elif isinstance(ev, PlayRefused):
+            event(log, "rtmp.play_refused", logging.WARNING, peer=self.peer, stream=ev.name)
+            self.closing = True
+
+    async def _publish(self, ev: PublishRequested) -> None:
+        try:
+            publish = await self.server.open_publish(self.app, ev.name, self.peer)
+        except Refused as exc:
+            self.session.reject_publish(ev.stream_id, exc.code, exc.reason)
+            await self._flush()
+            event(
+                log,
+                "rtmp.rejected",
+                logging.WARNING,
+                peer=self.peer,
+                app=self.app,
+                stream=ev.name.partition("?")[0],
+                code=exc.code,
+                reason=exc.reason,
+            )
+            raise
+        self.publishes[ev.stream_id] = publish
+        self.session.accept_publish(ev.stream_id)
+        event(
+            log,
+            "rtmp.publish",
+            channel=str(publish.name.pid),
+            stream=publish.name.stream,
+            peer=self.peer,
+            redundant=publish.redundant,
+        )
+
+    async def _store(self, publish: Publish, events: list[MediaEvent]) -> None:
+        point = publish.point
+        for ev in events:
+            if isinstance(ev, TracksDeclared):
+                await point.declare(f"rtmp-{publish.name.stream}", ev.tracks, ev.header)
+            elif isinstance(ev, FragmentReceived):
+                name = ev.fragment.track
+                try:
+                    verdict = await point.accept(ev.fragment, discontinuity=name in publish.resumed)
+                except BackwardsTimestamp:
+                    if not publish.redundant:
+                        raise
+                    publish.dropped += 1  # the other encoder is ahead; this one stands by
+                    continue
+                publish.resumed.discard(name)
+                publish.stored += verdict is Verdict.NEW
+                publish.duplicates += verdict is Verdict.DUPLICATE
+
+    async def _finish(self, publish: Publish, *, ended: bool, reason: str) -> None:
+        """Store what the receiver still holds; an unpublish also ends the tracks."""
+        try:
+            await self._store(publish, publish.receiver.close())
+            tracks = [t.name for t in publish.receiver.tracks]
+            if ended and tracks:
+                await publish.point.end(tracks, f"rtmp {reason}")
+        finally:
+            self.server.close_publish(publish)
+        event(
+            log,
+            "rtmp.unpublished" if ended else "rtmp.disconnected",
+            logging.INFO if ended else logging.WARNING,
+            channel=str(publish.name.pid),
+            stream=publish.name.stream,
+            peer=self.peer,
+            reason=reason,
+            stored=publish.stored,
+            duplicates=publish.duplicates,
+            dropped=publish.dropped + publish.receiver.video.dropped + publish.receiver.audio.dropped,
+        )
+
+    async def _finish_all(self, reason: str, level: int) -> None:
+        try:
+            for stream_id in list(self.publishes):
+                publish = self.publishes.pop(stream_id)
+                try:
+                    await self._finish(publish, ended=False, reason=reason)
+                except Exception as exc:  # storing the tail failed; the log says so
+                    event(log, "rtmp.tail_lost", logging.ERROR, peer=self.peer, reason=str(exc))
+        finally:
+            event(log, "rtmp.closed", level, peer=self.peer, reason=reason, bytes=self.session.received)
+            self.writer.close()
+            with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
+                await asyncio.wait_for(self.writer.wait_closed(), 2)

@@ -1,0 +1,52 @@
+"""RTMP time: unwrapping 32-bit timestamps and placing a reconnecting encoder on the point's timeline."""
+
+from __future__ import annotations
+
+import pytest
+
+from ingest.rtmp.clock import JUMP_BACK_MS, WRAP, PointClock, TimestampMapper, choose_offset
+
+
+def test_unwraps_across_the_extended_boundary_and_the_32_bit_wrap() -> None:
+    start = WRAP - 100
+    mapper = TimestampMapper(start, 0)
+    raws = [start, WRAP - 40, 20, 10, 80]  # small steps back (interleaving) are allowed
+    mapped = [mapper.map(r) for r in raws]
+    assert mapped == [WRAP - 100, WRAP - 40, WRAP + 20, WRAP + 10, WRAP + 80]
+    extended = TimestampMapper(0xFFFFFF - 20, 7)
+    assert [extended.map(t) for t in (0xFFFFFF - 20, 0xFFFFFF, 0xFFFFFF + 20)] == [
+        0xFFFFFF - 13,
+        0xFFFFFF + 7,
+        0xFFFFFF + 27,
+    ]
+
+
+def test_a_clock_reset_inside_one_publish_continues_after_the_latest_time() -> None:
+    mapper = TimestampMapper(50_000, 0)
+    mapper.map(60_000)
+    assert mapper.map(0) == 60_001  # the encoder restarted its clock: carry on
+    assert mapper.map(40) == 60_041
+    assert mapper.map(60_041 - JUMP_BACK_MS + 100 - mapper.offset) < 60_041  # small steps back stay
+
+
+@pytest.mark.parametrize(
+    ("first", "previous", "clock", "expected"),
+    [
+        # A fresh point keeps the encoder's own timestamps.
+        (0, 0, PointClock(None, None), 0),
+        # Another rendition of a running encoder (same clock) keeps the point's offset.
+        (12_000, 0, PointClock(None, 12_300), 0),
+        # An encoder restarting at 0 after a 5 s outage starts where the point's clock is now.
+        (0, 0, PointClock(60_000, 65_000), 65_000),
+        # ... and its sibling renditions, reconnecting a moment later, share that offset.
+        (40, 65_000, PointClock(60_000, 65_100), 65_000),
+        # An encoder whose clock ran on across the reconnect keeps it.
+        (65_000, 0, PointClock(60_000, 65_200), 0),
+        # Never before the stored media, even when the wall clock says so.
+        (0, 0, PointClock(90_000, 70_000), 90_000),
+        # A clock far off the point's time (another day's encoder) is moved to now.
+        (10_000_000, 0, PointClock(None, 50_000), 50_000 - 10_000_000),
+    ],
+)
+def test_choose_offset(first: int, previous: int, clock: PointClock, expected: int) -> None:
+    assert choose_offset(first, previous, clock) == expected
