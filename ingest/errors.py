@@ -32,6 +32,10 @@ class BackwardsTimestamp(IngestError):
         )
 
 
+class Unauthorized(IngestError):
+    """The encoder gave no publish token, or the wrong one."""
+
+
 class PointNotFound(IngestError):
     """No such publishing point, and configuration does not allow creating it."""
 

@@ -8,6 +8,7 @@ before it is acknowledged.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import itertools
 import logging
 import time
@@ -16,7 +17,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from conf.logs import event
-from ingest.errors import BackwardsTimestamp, HeaderMismatch, PointBusy, PointExists, PointNotFound
+from ingest.errors import (
+    BackwardsTimestamp,
+    HeaderMismatch,
+    PointBusy,
+    PointExists,
+    PointNotFound,
+    Unauthorized,
+)
 from media.model import Fragment, Track
 from media.timeline import FLAG_DISCONTINUITY, FLAG_KEYFRAME, Timeline, Verdict
 from storage.keys import PointId
@@ -293,10 +301,13 @@ def _iso(ms: int) -> str:
 class PointRegistry:
     """The publishing points this process knows, loaded from the store on demand."""
 
-    def __init__(self, points: PointStore, defaults: PointOptions, *, auto_create: bool) -> None:
+    def __init__(
+        self, points: PointStore, defaults: PointOptions, *, auto_create: bool, token: str = ""
+    ) -> None:
         self.store = points
         self.defaults = defaults
         self.auto_create = auto_create
+        self.token = token  # ingest.token: accepted for every point
         self.writes = WriteTracker()
         self.closed = asyncio.Event()  # set when the server stops taking ingest
         self._points: dict[PointId, PublishingPoint] = {}
@@ -335,6 +346,17 @@ class PointRegistry:
             self._points[pid] = point
         event(log, "point.created", channel=str(pid))
         return point
+
+    async def authorize(self, pid: PointId, given: str) -> None:
+        """Raise :class:`Unauthorized` unless ``given`` is the global publish token or the point's
+        own (``publish_token``, or the default options' for a point ingest would create). Passes
+        when neither is set."""
+        point = await self.get(pid)
+        options = point.options if point is not None else self.defaults
+        expected = [t for t in (options.publish_token, self.token) if t]
+        if expected and not any(hmac.compare_digest(given.encode(), t.encode()) for t in expected):
+            reason = "a publish token is required (?t=...)" if not given else "the publish token is wrong"
+            raise Unauthorized(f"publishing to {str(pid)!r}: {reason}")
 
     async def may_ingest(self, pid: PointId) -> bool:
         return self.auto_create or await self.get(pid) is not None

@@ -34,7 +34,12 @@ SMIL_TYPE = "application/smil+xml"
 
 def build_registry(settings: Settings) -> PointRegistry:
     store = open_store(settings.root, fsync=settings.storage.fsync)
-    return PointRegistry(PointStore(store), settings.points, auto_create=settings.ingest.auto_create)
+    return PointRegistry(
+        PointStore(store),
+        settings.points,
+        auto_create=settings.ingest.auto_create,
+        token=settings.ingest.token,
+    )
 
 
 def create_app(settings: Settings, registry: PointRegistry | None = None) -> Quart:

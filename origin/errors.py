@@ -15,6 +15,7 @@ from ingest.errors import (
     PointExists,
     PointNotFound,
     ShuttingDown,
+    Unauthorized,
 )
 from media.errors import BoxTooLarge, MediaError, UnsupportedMedia
 from storage.errors import InvalidName, InvalidOption, KeyNotFound, StorageError
@@ -29,6 +30,7 @@ STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (BoxTooLarge, 413),
     (MediaError, 400),
     (BackwardsTimestamp, 409),
+    (Unauthorized, 403),
     (PointNotFound, 404),
     (PointExists, 409),
     (PointBusy, 409),
@@ -42,6 +44,7 @@ STATUS: tuple[tuple[type[BaseException], int], ...] = (
 
 _CODES = {
     400: "bad_request",
+    403: "forbidden",
     404: "not_found",
     408: "timeout",
     409: "conflict",

@@ -14,6 +14,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import parse_qs
 
 from conf.logs import event
 from conf.settings import IngestSettings
@@ -122,6 +123,8 @@ class IngestEndpoint:
             check_stream(stream)
             if self.registry.closed.is_set():
                 raise ShuttingDown("the server is shutting down; reconnect to another origin")
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            await self.registry.authorize(pid, (query.get("t") or [""])[0])
             if not await self.registry.may_ingest(pid):
                 raise PointNotFound(
                     f"publishing point {str(pid)!r} does not exist; create it first (PUT /{pid}.isml)"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import re
 import ssl
@@ -27,7 +26,7 @@ from urllib.parse import parse_qs
 
 from conf.logs import event
 from conf.settings import Settings, parse_app_paths
-from ingest.errors import BackwardsTimestamp, IngestError
+from ingest.errors import BackwardsTimestamp, IngestError, Unauthorized
 from ingest.flv import FlvReceiver
 from ingest.fmp4 import Event as MediaEvent
 from ingest.fmp4 import FragmentReceived, TracksDeclared
@@ -184,14 +183,11 @@ class RtmpServer:
         if self.registry.closed.is_set():
             raise Refused(BAD_NAME, "the server is shutting down; reconnect to another origin")
         stream = parse_publish(app, name, self.apps)
+        try:
+            await self.registry.authorize(stream.pid, stream.token)
+        except Unauthorized as exc:
+            raise Refused(UNAUTHORIZED, f"Unauthorized: {exc}") from None
         point = await self.registry.get(stream.pid)
-        options = point.options if point is not None else self.registry.defaults
-        expected = [t for t in (options.publish_token, self.ingest.token) if t]
-        if expected and not any(hmac.compare_digest(stream.token, t) for t in expected):
-            reason = (
-                "a publish token is required (?t=…)" if not stream.token else "the publish token is wrong"
-            )
-            raise Refused(UNAUTHORIZED, f"Unauthorized: {reason}")
         if point is None:
             if not self.registry.auto_create:
                 raise Refused(BAD_NAME, f"publishing point {str(stream.pid)!r} does not exist")

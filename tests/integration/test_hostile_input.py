@@ -229,3 +229,32 @@ def test_api_errors_are_json(server: Server) -> None:
     assert answer.status_code == 404 and answer.json()["status"] == 404
     answer = httpx.patch(f"{server.url}/live/x.isml")
     assert answer.status_code == 405 and answer.json()["error"] == "method_not_allowed"
+
+
+def test_publish_tokens_guard_http_ingest(make_server: object, cmaf_video: bytes) -> None:
+    """ingest.token and a point's publish_token: ``?t=`` on the ingest URL; 403 otherwise, with
+    nothing created or stored."""
+    server: Server = make_server("ingest.token=global-secret")  # type: ignore[operator]
+    header, segments = split_cmaf(cmaf_video)
+    body = header + segments[0]
+    url = f"{server.url}/live/guarded.isml/Streams(video.cmfv)"
+    for suffix, reason in (("", "a publish token is required"), ("?t=nope", "the publish token is wrong")):
+        answer = httpx.post(url + suffix, content=body)
+        assert answer.status_code == 403, answer.text
+        assert answer.json()["error"] == "forbidden" and reason in answer.json()["message"]
+    assert httpx.get(f"{server.url}/live/guarded.isml").status_code == 404  # nothing created
+    assert httpx.post(url + "?t=global-secret", content=body).status_code == 200
+
+    smil = (
+        b'<smil xmlns="http://www.w3.org/2001/SMIL20/Language"><head>'
+        b'<meta name="publish_token" content="own"/></head></smil>'
+    )
+    assert httpx.put(f"{server.url}/live/own.isml", content=smil).status_code == 201
+    shown = httpx.get(f"{server.url}/live/own.isml").text
+    assert 'content="********"' in shown and "own" not in shown.replace("live/own", "")
+    assert httpx.get(f"{server.url}/live/own.isml/state").json()["options"]["publish_token"] == "********"
+    own = f"{server.url}/live/own.isml/Streams(video.cmfv)"
+    assert httpx.post(own + "?t=wrong", content=body).status_code == 403
+    assert httpx.post(own + "?t=own", content=body).status_code == 200
+    assert httpx.post(own + "?t=global-secret", content=header + segments[1]).status_code == 200
+    assert server.state("live/own")["tracks"][0]["fragments"] == 2  # type: ignore[index]
