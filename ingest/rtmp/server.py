@@ -112,7 +112,7 @@ class Publish:
     point: PublishingPoint
     receiver: FlvReceiver
     clock: PointClock
-    redundant: bool
+    redundant: bool  # the point takes several encoders: one behind the others is skipped, not refused
     mapper: TimestampMapper | None = None
     resumed: set[str] = field(default_factory=set)  # tracks whose first fragment follows a break
     stored: int = 0
@@ -133,6 +133,7 @@ class RtmpServer:
         self.active: dict[tuple[PointId, str], int] = {}  # publishers per (point, stream)
         self.per_point: dict[PointId, int] = {}  # publishers per point
         self.offsets: weakref.WeakKeyDictionary[PublishingPoint, int] = weakref.WeakKeyDictionary()
+        self._opening = asyncio.Lock()
 
     async def start(self) -> list[str]:
         """Open the configured listeners; returns their addresses."""
@@ -178,40 +179,45 @@ class RtmpServer:
 
     # -- publishes ------------------------------------------------------------------------------
 
-    async def open_publish(self, app: str, name: str, peer: str) -> Publish:
-        """Check and register a publish; raises :class:`Refused` with what to tell the encoder."""
+    async def open_publish(self, app: str, name: str) -> Publish:
+        """Check and register a publish; raises :class:`Refused` with what to tell the encoder.
+        Publishes open one at a time, so two cannot both take a stream name or both restart a
+        point."""
         if self.registry.closed.is_set():
             raise Refused(BAD_NAME, "the server is shutting down; reconnect to another origin")
         stream = parse_publish(app, name, self.apps)
-        try:
-            await self.registry.authorize(stream.pid, stream.token)
-        except Unauthorized as exc:
-            raise Refused(UNAUTHORIZED, f"Unauthorized: {exc}") from None
-        point = await self.registry.get(stream.pid)
-        if point is None:
-            if not self.registry.auto_create:
-                raise Refused(BAD_NAME, f"publishing point {str(stream.pid)!r} does not exist")
-            point = await self.registry.for_ingest(stream.pid)
-        key = (stream.pid, stream.stream)
-        if self.active.get(key) and not point.options.redundant_encoders:
-            raise Refused(
-                BAD_NAME, f"stream {stream.stream!r} of {str(stream.pid)!r} is already being published"
-            )
-        if point.options.restart_on_encoder_reconnect and not self.per_point.get(stream.pid) and point.tracks:
-            if point.connections:
-                raise Refused(BAD_NAME, f"{str(stream.pid)!r} is receiving HTTP ingest; cannot restart it")
-            point = await self.registry.restart(point)
-            self.offsets.pop(point, None)
+        async with self._opening:
+            try:
+                await self.registry.authorize(stream.pid, stream.token)
+            except Unauthorized as exc:
+                raise Refused(UNAUTHORIZED, f"Unauthorized: {exc}") from None
+            point = await self.registry.get(stream.pid)
+            if point is None:
+                if not self.registry.auto_create:
+                    raise Refused(BAD_NAME, f"publishing point {str(stream.pid)!r} does not exist")
+                point = await self.registry.for_ingest(stream.pid)
+            key = (stream.pid, stream.stream)
+            if self.active.get(key) and not point.options.redundant_encoders:
+                raise Refused(
+                    BAD_NAME, f"stream {stream.stream!r} of {str(stream.pid)!r} is already being published"
+                )
+            alone = not self.per_point.get(stream.pid)
+            if point.options.restart_on_encoder_reconnect and alone and point.tracks:
+                if point.connections:
+                    raise Refused(
+                        BAD_NAME, f"{str(stream.pid)!r} is receiving HTTP ingest; cannot restart it"
+                    )
+                point = await self.registry.restart(point)
+            own = {f"video{stream.suffix}", f"audio{stream.suffix}"}
+            clock = await _point_clock(point, own)
+            self.active[key] = self.active.get(key, 0) + 1
+            self.per_point[stream.pid] = self.per_point.get(stream.pid, 0) + 1
+            point.connections += 1
         receiver = FlvReceiver(
             stream.suffix, fragment_target(point), max_fragment_bytes=self.ingest.max_box_size
         )
-        own = {f"video{stream.suffix}", f"audio{stream.suffix}"}
-        clock = await _point_clock(point, own)
         resumed = {name for name in own if name in point.tracks}
-        self.active[key] = self.active.get(key, 0) + 1
-        self.per_point[stream.pid] = self.per_point.get(stream.pid, 0) + 1
-        point.connections += 1
-        return Publish(stream, point, receiver, clock, bool(self.active[key] > 1), resumed=resumed)
+        return Publish(stream, point, receiver, clock, point.options.redundant_encoders, resumed=resumed)
 
     def close_publish(self, publish: Publish) -> None:
         _release(self.active, (publish.name.pid, publish.name.stream))
@@ -372,7 +378,7 @@ class Connection:
 
     async def _publish(self, ev: PublishRequested) -> None:
         try:
-            publish = await self.server.open_publish(self.app, ev.name, self.peer)
+            publish = await self.server.open_publish(self.app, ev.name)
         except Refused as exc:
             self.session.reject_publish(ev.stream_id, exc.code, exc.reason)
             await self._flush()
