@@ -12,6 +12,7 @@ drift apart by more than ``AUDIO_RESYNC`` seconds.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -105,10 +106,17 @@ class FlvReceiver:
             events += self._declare(state, packet.data)
         data = strip_temporal_delimiters(packet.data) if packet.codec == "av01" else packet.data
         time = time_ms * VIDEO_TIMESCALE // 1000
+        cts = packet.composition_offset * VIDEO_TIMESCALE // 1000
         frames = state.frames
-        if frames:
-            last = frames[-1]
-            last.duration = max(time - last.time, 1)
+        if frames and time <= frames[-1].time:
+            # A decode time that does not advance (GStreamer's flvmux clamps the negative decode
+            # times of the first B-frames to 0): held at the previous one, keeping the presentation
+            # time, and spread out once a later decode time arrives.
+            cts += time - frames[-1].time
+            time = frames[-1].time
+        elif frames:
+            _spread_ties(frames, time)
+            frames[-1].duration = time - frames[-1].time
             opened = Fraction(time - frames[0].time, VIDEO_TIMESCALE)
             if (
                 (packet.keyframe and opened >= self.target)
@@ -118,7 +126,6 @@ class FlvReceiver:
                 events += self._emit(state, len(frames))
                 self._cuts.append(Fraction(time, VIDEO_TIMESCALE))
                 events += self._audio_cuts()
-        cts = packet.composition_offset * VIDEO_TIMESCALE // 1000
         state.frames.append(_Frame(time, data, packet.keyframe, cts))
         state.size += len(data)
         return events
@@ -239,7 +246,26 @@ class FlvReceiver:
         events: list[Event] = []
         frames = self.video.frames
         if frames:
+            _spread_ties(frames, frames[-1].time + VIDEO_TIMESCALE // 30)
             frames[-1].duration = frames[-2].duration if len(frames) > 1 else VIDEO_TIMESCALE // 30
             events += self._emit(self.video, len(frames))
         events += self._emit(self.audio, len(self.audio.frames))
         return events
+
+
+def _spread_ties(frames: list[_Frame], next_time: int) -> None:
+    """Give the trailing frames that share one decode time evenly spaced decode times up to
+    ``next_time``, keeping each one's presentation time (its composition offset absorbs the move)."""
+    start = frames[-1].time
+    count = 1
+    while count < len(frames) and frames[-count - 1].time == start:
+        count += 1
+    if count == 1:
+        return
+    tied = frames[-count:]
+    for i, frame in enumerate(tied):
+        moved = start + (next_time - start) * i // count
+        frame.composition_offset += frame.time - moved
+        frame.time = moved
+    for frame, following in itertools.pairwise(tied):
+        frame.duration = following.time - frame.time

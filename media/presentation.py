@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 from fractions import Fraction
 
-from media.model import Track, TrackKind
+from media.model import Sample, Track, TrackKind
 from media.timeline import TimelineEntry
 
 
@@ -245,6 +245,32 @@ class Presentation:
 
     def utc_ms(self, view: TrackView, time: int) -> int:
         return self.anchor_ms + time * 1000 // view.track.timescale
+
+
+# Frame rates encoders use; a measured rate within 1% of one is that rate (ISO/IEC 23009-1
+# §5.3.12.2 frameRate, RFC 8216bis §4.4.6.2 FRAME-RATE).
+STANDARD_FRAME_RATES = tuple(
+    Fraction(r) for r in ("24000/1001", "24", "25", "30000/1001", "30", "48", "50", "60000/1001", "60")
+)
+
+
+def frame_rate(samples: Sequence[Sample], timescale: int) -> Fraction | None:
+    """Frames per second of a video fragment, from the spread of its presentation times (decode
+    times can be bunched: muxers clamp negative ones), snapped to a standard rate within 1%, so
+    millisecond-rounded RTMP timestamps still give 30000/1001. ``None`` below two samples."""
+    if len(samples) < 2:
+        return None
+    presentation = []
+    time = 0
+    for sample in samples:
+        presentation.append(time + sample.composition_offset)
+        time += sample.duration
+    span = max(presentation) - min(presentation)
+    if span <= 0:
+        return None
+    measured = Fraction((len(samples) - 1) * timescale, span)
+    nearest = min(STANDARD_FRAME_RATES, key=lambda r: abs(r - measured))
+    return nearest if abs(nearest - measured) <= nearest / 100 else measured.limit_denominator(1001)
 
 
 def wallclock_anchor(views: Sequence[tuple[Track, Sequence[TimelineEntry]]]) -> int:

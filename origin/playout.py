@@ -34,7 +34,7 @@ from media.cmaf import read_fragment
 from media.model import Track, TrackKind
 from media.mpegts import TsTrack, can_carry, mux_segment
 from media.names import Kind, Resource
-from media.presentation import Lookup, Presentation, SegmentCutter, TrackView, wallclock_anchor
+from media.presentation import Lookup, Presentation, SegmentCutter, TrackView, frame_rate, wallclock_anchor
 from origin.errors import error_body, status_for
 from storage.keys import PointId
 from storage.points import PointState
@@ -394,13 +394,12 @@ class PlayoutEndpoint:
         return cutter
 
     async def _frame_rate(self, point: PublishingPoint, track: str) -> Fraction | None:
-        """timescale / the first sample's duration of the first fragment, read once per track."""
+        """The track's frame rate, measured on its first fragment once per track."""
         key = (point.generation, track)
         if key not in self._frame_rates:
             timeline = await point.timeline(track)
             _, samples, _ = read_fragment(await point.fragment(track, timeline.entries[0].decode_time))
-            timescale = point.tracks[track].timescale
-            rate = Fraction(timescale, samples[0].duration) if samples and samples[0].duration else None
+            rate = frame_rate(samples, point.tracks[track].timescale)
             self._frame_rates[key] = rate
             if len(self._frame_rates) > CUTTERS_KEPT:
                 self._frame_rates.popitem(last=False)

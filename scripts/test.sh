@@ -7,8 +7,11 @@
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# Chromium (and Node.js with npm where missing) for the browser players of tests/e2e/players.
-bash "$repo/scripts/setup.sh" ffmpeg:ffmpeg ffprobe:ffmpeg chromium:chromium node:nodejs npm:npm
+# Chromium (and Node.js with npm where missing) for the browser players of tests/e2e/players;
+# GStreamer's RTMP publishers (rtmpsink = librtmp, rtmp2sink) and openssl for the RTMPS test.
+bash "$repo/scripts/setup.sh" ffmpeg:ffmpeg ffprobe:ffmpeg chromium:chromium node:nodejs npm:npm \
+    openssl:openssl gst-launch-1.0:gstreamer1.0-tools gstreamer1.0-plugins-base \
+    gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
 cd "$repo"
 
 # The players' npm packages (playwright-core without a browser download, hls.js, dashjs,

@@ -119,9 +119,7 @@ async def publish(
     writer.write(client.c2(s0s1s2) + client.connect(app) + client.publish(name))
     replies = ChunkReader(max_chunk_size=1 << 24, max_message_size=1 << 24)
     seen: list[dict[str, Value]] = []
-    while not any(
-        s.get("code", "").startswith("NetStream.Publish") for s in seen if isinstance(s.get("code"), str)
-    ):
+    while not any(str(s.get("code")).startswith("NetStream.Publish") for s in seen):
         data = await asyncio.wait_for(reader.read(65536), 10)
         if not data:
             writer.close()

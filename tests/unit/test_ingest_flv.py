@@ -131,3 +131,25 @@ def test_timestamps_across_the_32_bit_wrap_stay_continuous() -> None:
     assert [f.duration for f in a] == [f.duration for f in b]
     assert [f.samples for f in a] == [f.samples for f in b]
     assert b[0].decode_time == a[0].decode_time + ((1 << 32) - 500) * 90
+
+
+def test_clamped_decode_times_are_spread_keeping_presentation_times() -> None:
+    """GStreamer's flvmux writes the first B-frames' negative decode times as 0: three frames at
+    DTS 0 (PTS 0, 120, 40 ms), then the stream goes on at 40 ms per frame."""
+    tags = read_flv(DATA / "h264_aac.flv")
+    video = [flv.parse_video(t.body) for t in tags if t.type_id == 9]
+    config = next(p for p in video if isinstance(p, flv.VideoConfig))
+    frames = [p for p in video if isinstance(p, flv.VideoFrame)][:25]
+    receiver = FlvReceiver("", Fraction(0), max_fragment_bytes=1 << 24)
+    receiver.video_message(0, bytes(config))
+    stamps = [(0, 0), (0, 120), (0, 40)] + [(40 * i, 40) for i in range(1, 23)]
+    for (dts, cts), frame in zip(stamps, frames, strict=False):
+        receiver.video_message(dts, bytes(flv.VideoFrame("avc1", frame.keyframe, cts, frame.data)))
+    fragment = fragments(receiver.close(), "video")[0]
+    times = [fragment.decode_time]
+    for sample in fragment.samples[:-1]:
+        times.append(times[-1] + sample.duration)
+    assert all(s.duration > 0 for s in fragment.samples)  # decode times strictly increase
+    presentation = [t + s.composition_offset for t, s in zip(times, fragment.samples, strict=True)]
+    assert presentation[:3] == [0, 120 * 90, 40 * 90]  # kept, whatever the decode times became
+    assert times[:4] == [0, 1200, 2400, 3600]  # 0..40 ms shared by the three tied frames

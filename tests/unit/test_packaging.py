@@ -5,6 +5,7 @@ Goldens live in tests/golden/; ``pytest --update-golden`` (or UPDATE_GOLDEN=1) r
 
 from __future__ import annotations
 
+import itertools
 import os
 import xml.etree.ElementTree as ET
 from fractions import Fraction
@@ -15,9 +16,17 @@ import pytest
 
 from media import dash, hls, names, smooth
 from media.boxes import AVCConfigurationBox
-from media.model import Track, TrackKind
+from media.model import Sample, Track, TrackKind
 from media.names import Kind, Resource
-from media.presentation import Lookup, Presentation, Segment, SegmentCutter, TrackView, wallclock_anchor
+from media.presentation import (
+    Lookup,
+    Presentation,
+    Segment,
+    SegmentCutter,
+    TrackView,
+    frame_rate,
+    wallclock_anchor,
+)
 from media.timeline import FLAG_DISCONTINUITY, FLAG_KEYFRAME, TimelineEntry
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
@@ -217,3 +226,36 @@ def test_smooth_golden() -> None:
     video = root.find("StreamIndex[@Name='video']")
     assert video is not None and video.get("QualityLevels") == "2"
     assert video.find("QualityLevel").get("CodecPrivateData") == "000000016764001FACD90000000168EBECB2"  # type: ignore[union-attr]
+
+
+def _bunched() -> tuple[list[int], list[int]]:
+    """IBBP at 25 fps whose first three decode times were clamped to 0, 1 and 2 ticks."""
+    order = [0] + [n for k in range(1, 46, 3) for n in (k + 2, k, k + 1)]  # frames 0..45
+    presentation = [n * 3600 for n in order]
+    decode = [0, 1, 2] + [(i - 2) * 3600 for i in range(3, len(order))]
+    durations = [b - a for a, b in itertools.pairwise(decode)] + [3600]
+    return durations, [p - d for p, d in zip(presentation, decode, strict=True)]
+
+
+@pytest.mark.parametrize(
+    ("durations", "offsets", "timescale", "expected"),
+    [
+        ([3600] * 50, [0] * 50, 90000, Fraction(25)),
+        # Millisecond-rounded 29.97 fps (RTMP): 33/34 ms steps still read as 30000/1001.
+        (
+            [(round((i + 1) * 1001 / 30) - round(i * 1001 / 30)) * 90 for i in range(60)],
+            [0] * 60,
+            90000,
+            Fraction(30000, 1001),
+        ),
+        # Bunched decode times (flvmux clamps negative ones): the presentation times tell.
+        (*_bunched(), 90000, Fraction(25)),
+        ([1000] * 10, [0] * 10, 12345, Fraction(12345, 1000).limit_denominator(1001)),
+        ([3600], [0], 90000, None),
+    ],
+)
+def test_frame_rate(
+    durations: list[int], offsets: list[int], timescale: int, expected: Fraction | None
+) -> None:
+    samples = [Sample(d, 10, 0, o) for d, o in zip(durations, offsets, strict=True)]
+    assert frame_rate(samples, timescale) == expected
