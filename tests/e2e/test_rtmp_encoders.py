@@ -49,8 +49,19 @@ def test_gstreamer_sinks_publish_and_play_back(make_server: object) -> None:
             result = run_ffmpeg("-xerror", "-i", url, "-f", "null", "-")
             assert result.returncode == 0 and not result.stderr, result.stderr
             frames = subprocess.run(
-                ["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_frames"]
-                + ["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", url],
+                [
+                    "ffprobe",
+                    "-v",
+                    "error",
+                    "-select_streams",
+                    "v:0",
+                    "-count_frames",
+                    "-show_entries",
+                    "stream=nb_read_frames",
+                    "-of",
+                    "csv=p=0",
+                    url,
+                ],
                 capture_output=True,
                 text=True,
                 check=True,
