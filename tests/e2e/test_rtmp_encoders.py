@@ -48,20 +48,9 @@ def test_gstreamer_sinks_publish_and_play_back(make_server: object) -> None:
             url = f"{server.url}/live/{name}.isml/{manifest}"
             result = run_ffmpeg("-xerror", "-i", url, "-f", "null", "-")
             assert result.returncode == 0 and not result.stderr, result.stderr
+            count = ["-select_streams", "v:0", "-count_frames", "-show_entries", "stream=nb_read_frames"]
             frames = subprocess.run(
-                [
-                    "ffprobe",
-                    "-v",
-                    "error",
-                    "-select_streams",
-                    "v:0",
-                    "-count_frames",
-                    "-show_entries",
-                    "stream=nb_read_frames",
-                    "-of",
-                    "csv=p=0",
-                    url,
-                ],
+                ["ffprobe", "-v", "error", *count, "-of", "csv=p=0", url],
                 capture_output=True,
                 text=True,
                 check=True,
