@@ -46,25 +46,31 @@ def choose_offset(first_ms: int, previous_offset: int, clock: PointClock) -> int
 
 
 class TimestampMapper:
-    """Maps one publish's 32-bit timestamps to point time: unwrapped, plus ``offset``. A step back
-    of more than ``JUMP_BACK_MS`` (an encoder resetting its clock without reconnecting) continues
-    just after the latest time instead."""
+    """Maps one publish's 32-bit timestamps to point time: unwrapped, plus ``offset``.
+
+    Audio and video are unwrapped separately (each steps forward on its own; one may lag the
+    other by seconds, as when a video input ends before its audio), starting from the other's
+    unwrapped time. A track stepping back more than ``JUMP_BACK_MS`` behind its own latest time
+    (an encoder resetting its clock without reconnecting) moves the shared offset so that the
+    publish continues just after the latest time of any track."""
 
     def __init__(self, first_raw: int, offset: int) -> None:
-        self._last_raw = first_raw
-        self._unwrapped = first_raw
         self.offset = offset
+        self._reference = (first_raw, first_raw)  # (raw, unwrapped) of the latest message
+        self._tracks: dict[int, tuple[int, int, int]] = {}  # track → (raw, unwrapped, latest mapped)
         self.latest = first_raw + offset
 
-    def map(self, raw: int) -> int:
-        step = (raw - self._last_raw) % WRAP
+    def map(self, raw: int, track: int = 0) -> int:
+        last_raw, unwrapped, latest = self._tracks.get(track, (*self._reference, -(1 << 62)))
+        step = (raw - last_raw) % WRAP
         if step >= WRAP // 2:
             step -= WRAP
-        self._last_raw = raw
-        self._unwrapped += step
-        mapped = self._unwrapped + self.offset
-        if mapped < self.latest - JUMP_BACK_MS:
+        unwrapped += step
+        mapped = unwrapped + self.offset
+        if mapped < latest - JUMP_BACK_MS:
             self.offset += self.latest + 1 - mapped
             mapped = self.latest + 1
+        self._tracks[track] = (raw, unwrapped, max(latest, mapped))
+        self._reference = (raw, unwrapped)
         self.latest = max(self.latest, mapped)
         return mapped

@@ -224,13 +224,13 @@ class RtmpServer:
         _release(self.per_point, publish.name.pid)
         publish.point.connections -= 1
 
-    def map_time(self, publish: Publish, raw: int) -> int:
+    def map_time(self, publish: Publish, raw: int, track: int) -> int:
         if publish.mapper is None:
             previous = self.offsets.get(publish.point, 0)
             offset = choose_offset(raw, previous, publish.clock)
             self.offsets[publish.point] = offset
             publish.mapper = TimestampMapper(raw, offset)
-        return publish.mapper.map(raw)
+        return publish.mapper.map(raw, track)
 
 
 def _release(counts: dict[K, int], key: K) -> None:
@@ -351,7 +351,7 @@ class Connection:
     async def _on_event(self, ev: object) -> None:
         if isinstance(ev, MediaReceived):
             publish = self.publishes[ev.stream_id]
-            time_ms = self.server.map_time(publish, ev.timestamp)
+            time_ms = self.server.map_time(publish, ev.timestamp, ev.type_id)
             receiver = publish.receiver
             if ev.type_id == chunks.VIDEO:
                 media = receiver.video_message(time_ms, ev.payload)

@@ -50,3 +50,26 @@ def test_a_clock_reset_inside_one_publish_continues_after_the_latest_time() -> N
 )
 def test_choose_offset(first: int, previous: int, clock: PointClock, expected: int) -> None:
     assert choose_offset(first, previous, clock) == expected
+
+
+def test_tracks_unwrap_separately_so_one_may_lag_the_other() -> None:
+    """Video ending 14 s before audio, then its last frames and end of sequence arriving late: not
+    a clock reset. Each track starts from the other's unwrapped time, also across the wrap."""
+    mapper = TimestampMapper(WRAP - 1000, 0)
+    assert mapper.map(WRAP - 1000, 9) == WRAP - 1000
+    assert mapper.map(500, 8) == WRAP + 500  # audio's first message is already past the wrap
+    for t in range(1000, 20_000, 1000):
+        mapper.map(t, 8)
+    assert mapper.map(5_900, 9) == WRAP + 5_900  # late video: its own clock only went forward
+    assert mapper.map(20_000, 8) == WRAP + 20_000
+    assert mapper.offset == 0
+
+
+def test_a_reset_is_caught_once_for_both_tracks() -> None:
+    mapper = TimestampMapper(0, 0)
+    for t in range(0, 60_000, 40):
+        mapper.map(t, 9)
+        mapper.map(t, 8)
+    assert mapper.map(0, 9) == 59_961  # reset: continue just after the latest time (59 960)
+    assert mapper.map(0, 8) == 59_961  # the audio's reset is the same one
+    assert mapper.map(40, 9) == 60_001
