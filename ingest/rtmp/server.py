@@ -394,7 +394,7 @@ class Connection:
             )
             raise
         self.publishes[ev.stream_id] = publish
-        self.session.accept_publish(ev.stream_id)
+        held = self.session.accept_publish(ev.stream_id)
         event(
             log,
             "rtmp.publish",
@@ -403,6 +403,8 @@ class Connection:
             peer=self.peer,
             redundant=publish.redundant,
         )
+        for later in held:  # media the encoder sent right behind its publish command
+            await self._on_event(later)
 
     async def _store(self, publish: Publish, events: list[MediaEvent]) -> None:
         point = publish.point

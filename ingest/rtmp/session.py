@@ -113,6 +113,7 @@ class ServerSession:
         self.streams: set[int] = set()  # created with createStream
         self.publishing: dict[int, str] = {}  # stream id → name, once accepted
         self._pending: dict[int, str] = {}  # publish asked, not yet answered
+        self._held: list[Message] = []  # messages that came behind a pending publish
         self.received = 0  # bytes after the handshake (§5.4.3 sequence number)
         self._acked = 0
         self.peer_window = WINDOW
@@ -134,12 +135,25 @@ class ServerSession:
             if not data:
                 return []
         self.received += len(data)
-        events: list[Event] = []
-        for message in self.reader.feed(data):
-            events += self._on_message(message)
+        events = self._process(self.reader.feed(data))
         if self.received - self._acked >= self.peer_window:
             self._acked = self.received
             self._control(chunks.ACKNOWLEDGEMENT, (self.received & 0xFFFFFFFF).to_bytes(4, "big"))
+        return events
+
+    def _process(self, messages: list[Message]) -> list[Event]:
+        """Handle messages in order; while a publish awaits the server's answer, hold the rest (an
+        encoder may send media right behind ``publish``) until :meth:`accept_publish`."""
+        events: list[Event] = []
+        for i, message in enumerate(messages):
+            if self._pending:
+                self._held += messages[i:]
+                if sum(len(m.payload) for m in self._held) > self.reader.max_message_size:
+                    raise RtmpError(
+                        "the encoder sent more than a message's worth before publish was answered"
+                    )
+                break
+            events += self._on_message(message)
         return events
 
     @property
@@ -326,18 +340,22 @@ class ServerSession:
 
     # -- decisions -------------------------------------------------------------------------------
 
-    def accept_publish(self, stream_id: int) -> None:
+    def accept_publish(self, stream_id: int) -> list[Event]:
         """Start the publish: Stream Begin, then ``onStatus NetStream.Publish.Start``, which
-        encoders wait for before they send media."""
+        encoders wait for before they send media. Returns the events of messages held meanwhile."""
         name = self._pending.pop(stream_id)
         self.publishing[stream_id] = name
         self._control(chunks.USER_CONTROL, STREAM_BEGIN.to_bytes(2, "big") + stream_id.to_bytes(4, "big"))
         self._status(
             stream_id, "status", "NetStream.Publish.Start", f"{name.partition('?')[0]} is now published"
         )
+        held, self._held = self._held, []
+        return self._process(held)
 
     def reject_publish(self, stream_id: int, code: str, description: str) -> None:
+        """Refuse the publish; the server should close the connection (held messages are dropped)."""
         self._pending.pop(stream_id, None)
+        self._held.clear()
         self._status(stream_id, "error", code, description)
 
     # -- output ---------------------------------------------------------------------------------
