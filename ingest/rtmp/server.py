@@ -282,7 +282,7 @@ class Connection:
         self.publishes: dict[int, Publish] = {}
         self.app = ""
         self.started = time.monotonic()
-        self.closing = False
+        self.closing = ""  # why the server ends the connection itself
 
     async def run(self) -> None:
         reason = "the encoder closed the connection"
@@ -298,6 +298,7 @@ class Connection:
                 for ev in self.session.receive(data):
                     await self._on_event(ev)
                 await self._flush()
+            reason = self.closing or reason
         except (RtmpError, MediaError, Refused) as exc:
             reason, level = str(exc), logging.WARNING
         except BackwardsTimestamp as exc:
@@ -374,7 +375,7 @@ class Connection:
                 await self._finish(self.publishes.pop(ev.stream_id), ended=True, reason=ev.reason)
         elif isinstance(ev, PlayRefused):
             event(log, "rtmp.play_refused", logging.WARNING, peer=self.peer, stream=ev.name)
-            self.closing = True
+            self.closing = "play refused: Headwater takes RTMP for publishing only"
 
     async def _publish(self, ev: PublishRequested) -> None:
         try:
@@ -425,11 +426,17 @@ class Connection:
                 publish.duplicates += verdict is Verdict.DUPLICATE
 
     async def _finish(self, publish: Publish, *, ended: bool, reason: str) -> None:
-        """Store what the receiver still holds; an unpublish also ends the tracks."""
+        """Store what the receiver still holds; an unpublish also ends the tracks. With another
+        encoder still publishing the stream (redundant encoders), neither: that one's whole
+        fragments cover the time of this one's partial last ones, and the stream goes on."""
         try:
-            await self._store(publish, publish.receiver.close())
+            tail = publish.receiver.close()
+            others = self.server.active.get((publish.name.pid, publish.name.stream), 0) > 1
+            if others:
+                tail = [ev for ev in tail if not isinstance(ev, FragmentReceived)]
+            await self._store(publish, tail)
             tracks = [t.name for t in publish.receiver.tracks]
-            if ended and tracks:
+            if ended and tracks and not others:
                 await publish.point.end(tracks, f"rtmp {reason}")
         finally:
             self.server.close_publish(publish)
