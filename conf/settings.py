@@ -82,6 +82,7 @@ class IngestSettings:
     rtmp_max_chunk_size: int = 16 * 1024**2  # largest Set Chunk Size a publisher may ask for
     rtmp_max_message_size: int = 16 * 1024**2  # largest RTMP message (a keyframe must fit)
     rtmp_handshake_timeout: float = 10.0  # seconds from accept to the end of connect/publish
+    rtmp_max_connections: int = 1000  # RTMP connections open at once; more are closed at once
     tls_cert: str = ""  # PEM certificate (chain) for RTMPS; with tls_key, starts the rtmps listener
     tls_key: str = ""  # PEM private key for RTMPS
 

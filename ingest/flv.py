@@ -25,6 +25,7 @@ from media.av1 import strip_temporal_delimiters
 from media.boxes import NON_SYNC_SAMPLE_FLAGS, SYNC_SAMPLE_FLAGS
 from media.cmaf import VIDEO_TIMESCALE, aac_frame_duration, track_from_config, write_fragment
 from media.errors import UnsupportedMedia
+from media.flv import FlvError
 from media.model import Fragment, Sample, Track
 from media.opus import packet_duration
 
@@ -32,6 +33,8 @@ AUDIO_ONLY = Fraction(2)  # seconds per audio fragment when the stream has no vi
 AUDIO_RESYNC = Fraction(1, 5)  # seconds of drift between counted samples and timestamps
 MAX_FRAGMENT = Fraction(20)  # seconds: a fragment is cut without a keyframe beyond this
 MAX_AUDIO_LAG = Fraction(10)  # seconds audio waits for a video cut before cutting on its own
+MAX_TIED_FRAMES = 16  # consecutive video frames that may share one decode time
+MAX_TIE_BACK = VIDEO_TIMESCALE  # ticks a video decode time may step back (then held and spread)
 
 
 @dataclass
@@ -72,7 +75,7 @@ class FlvReceiver:
         self.video = _TrackState("video", f"video{suffix}")
         self.audio = _TrackState("audio", f"audio{suffix}")
         self.bitrates: dict[str, int] = {}
-        self._cuts: deque[Fraction] = deque(maxlen=64)  # video fragment starts, seconds
+        self._cuts: deque[int] = deque(maxlen=64)  # video fragment starts, video ticks
 
     @property
     def tracks(self) -> list[Track]:
@@ -111,7 +114,15 @@ class FlvReceiver:
         if frames and time <= frames[-1].time:
             # A decode time that does not advance (GStreamer's flvmux clamps the negative decode
             # times of the first B-frames to 0): held at the previous one, keeping the presentation
-            # time, and spread out once a later decode time arrives.
+            # time, and spread out once a later decode time arrives. Only a few frames, and only
+            # a little back: anything else is not a muxer's clamping.
+            back = frames[-1].time - time
+            tied = next((i for i, f in enumerate(reversed(frames)) if f.time != frames[-1].time), len(frames))
+            if back > MAX_TIE_BACK or tied >= MAX_TIED_FRAMES:
+                raise FlvError(
+                    f"video decode time {time_ms} ms does not advance: {back * 1000 // VIDEO_TIMESCALE} ms "
+                    f"back, {tied} frames at one time"
+                )
             cts += time - frames[-1].time
             time = frames[-1].time
         elif frames:
@@ -124,7 +135,7 @@ class FlvReceiver:
                 or state.size + len(data) > self.max_fragment_bytes
             ):
                 events += self._emit(state, len(frames))
-                self._cuts.append(Fraction(time, VIDEO_TIMESCALE))
+                self._cuts.append(time)
                 events += self._audio_cuts()
         state.frames.append(_Frame(time, data, packet.keyframe, cts))
         state.size += len(data)
@@ -161,13 +172,14 @@ class FlvReceiver:
         state.frames.append(_Frame(time, packet.data, duration=duration))
         state.size += len(packet.data)
         state.next_time = time + duration
+        opened = Fraction(state.next_time - state.frames[0].time, track.timescale)
         if self.video.track is None:
-            if Fraction(state.next_time - state.frames[0].time, track.timescale) >= max(
-                self.target, AUDIO_ONLY
-            ):
+            if opened >= max(self.target, AUDIO_ONLY):
                 events += self._emit(state, len(state.frames))
         else:
             events += self._audio_cuts()
+        if state.frames and (opened >= MAX_AUDIO_LAG or state.size > self.max_fragment_bytes):
+            events += self._emit(state, len(state.frames))  # video is far behind or gone
         return events
 
     def _audio_cuts(self) -> list[Event]:
@@ -177,19 +189,14 @@ class FlvReceiver:
         if state.track is None:
             return events
         scale = state.track.timescale
-        while state.frames:
-            if not self._cuts:
-                opened = Fraction(state.frames[-1].time - state.frames[0].time, scale)
-                if opened >= MAX_AUDIO_LAG:
-                    events += self._emit(state, len(state.frames))
-                break
-            cut = self._cuts[0] * scale
+        while state.frames and self._cuts:
+            cut = self._cuts[0] * scale // VIDEO_TIMESCALE
             if state.frames[0].time >= cut:
                 self._cuts.popleft()
                 continue
-            count = next((i for i, f in enumerate(state.frames) if f.time >= cut), None)
-            if count is None:
+            if state.frames[-1].time < cut:
                 break  # audio has not reached the cut yet
+            count = next(i for i, f in enumerate(state.frames) if f.time >= cut)
             events += self._emit(state, count)
             self._cuts.popleft()
         return events

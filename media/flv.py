@@ -191,33 +191,53 @@ def parse_video(body: bytes) -> VideoPacket | None:
     raise FlvError(f"unknown AVCPacketType {packet_type}")
 
 
+def _skip_modex(body: bytes, packet_type: int) -> tuple[int, int]:
+    """Step over ModEx prefixes (E-RTMP v2 "ModEx"): each is a size (UI8 + 1, or UI16 + 1 after
+    255), that many bytes of data, and a byte holding the ModEx type and the next packet type.
+    Returns the packet type they wrap and where the rest of the header starts. The data (such as
+    a nanosecond timestamp offset) is not used: millisecond timing is what the rest relies on."""
+    pos = 1
+    while packet_type == MODEX:
+        _need(body, pos + 1, "a ModEx size")
+        size = body[pos] + 1
+        pos += 1
+        if size == 256:
+            _need(body, pos + 2, "a ModEx size")
+            size = int.from_bytes(body[pos : pos + 2], "big") + 1
+            pos += 2
+        _need(body, pos + size + 1, "ModEx data")
+        pos += size
+        packet_type = body[pos] & 0x0F
+        pos += 1
+    return packet_type, pos
+
+
 def _parse_ex_video(body: bytes) -> VideoPacket | None:
     frame_type = (body[0] >> 4) & 0x07
-    packet_type = body[0] & 0x0F
-    if packet_type == MODEX:
-        raise UnsupportedMedia("Enhanced RTMP ModEx video packets are not supported")
+    packet_type, pos = _skip_modex(body, body[0] & 0x0F)
     if packet_type == MULTITRACK:
         raise UnsupportedMedia(
             "Enhanced RTMP multitrack video is not supported; publish one track per stream"
         )
     if packet_type != METADATA and frame_type == COMMAND_FRAME:
         return None
-    _need(body, 5, "an ExVideoTagHeader")
-    codec = _fourcc(body, 1, VIDEO_FOURCCS, "video")
+    _need(body, pos + 4, "an ExVideoTagHeader")
+    codec = _fourcc(body, pos, VIDEO_FOURCCS, "video")
+    pos += 4
     if packet_type in (METADATA, MPEG2TS_SEQUENCE_START):
         return None
     if codec not in SUPPORTED_VIDEO:
         raise UnsupportedMedia(f"video codec {codec!r} is not supported; send H.264, HEVC or AV1")
     if packet_type == SEQUENCE_START:
-        return VideoConfig(codec, body[5:])
+        return VideoConfig(codec, body[pos:])
     if packet_type == SEQUENCE_END:
         return VideoEnd(codec)
     keyframe = frame_type in (KEY_FRAME, GENERATED_KEY_FRAME)
     if packet_type == CODED_FRAMES and codec in ("avc1", "hvc1"):
-        _need(body, 8, "coded frames with a composition time")
-        return VideoFrame(codec, keyframe, _si24(body[5:8]), body[8:])
+        _need(body, pos + 3, "coded frames with a composition time")
+        return VideoFrame(codec, keyframe, _si24(body[pos : pos + 3]), body[pos + 3 :])
     if packet_type in (CODED_FRAMES, CODED_FRAMES_X):
-        return VideoFrame(codec, keyframe, 0, body[5:])
+        return VideoFrame(codec, keyframe, 0, body[pos:])
     raise FlvError(f"unknown VideoPacketType {packet_type}")
 
 
@@ -239,21 +259,20 @@ def parse_audio(body: bytes) -> AudioPacket | None:
 
 
 def _parse_ex_audio(body: bytes) -> AudioPacket | None:
-    packet_type = body[0] & 0x0F
-    if packet_type == MODEX:
-        raise UnsupportedMedia("Enhanced RTMP ModEx audio packets are not supported")
+    packet_type, pos = _skip_modex(body, body[0] & 0x0F)
     if packet_type == AUDIO_MULTITRACK:
         raise UnsupportedMedia(
             "Enhanced RTMP multitrack audio is not supported; publish one track per stream"
         )
-    _need(body, 5, "an ExAudioTagHeader")
-    codec = _fourcc(body, 1, AUDIO_FOURCCS, "audio")
+    _need(body, pos + 4, "an ExAudioTagHeader")
+    codec = _fourcc(body, pos, AUDIO_FOURCCS, "audio")
+    pos += 4
     if codec not in SUPPORTED_AUDIO:
         raise UnsupportedMedia(f"audio codec {codec!r} is not supported; send AAC or Opus")
     if packet_type in (AUDIO_MULTICHANNEL_CONFIG, SEQUENCE_END):
         return None
     if packet_type == SEQUENCE_START:
-        return AudioConfig(codec, body[5:])
+        return AudioConfig(codec, body[pos:])
     if packet_type == CODED_FRAMES:
-        return AudioFrame(codec, body[5:])
+        return AudioFrame(codec, body[pos:])
     raise FlvError(f"unknown AudioPacketType {packet_type}")

@@ -257,9 +257,10 @@ STANDARD_FRAME_RATES = tuple(
 def frame_rate(samples: Sequence[Sample], timescale: int) -> Fraction | None:
     """Frames per second of a video fragment, from the spread of its presentation times (decode
     times can be bunched: muxers clamp negative ones), snapped to a standard rate within 1%, so
-    millisecond-rounded RTMP timestamps still give 30000/1001. ``None`` below two samples."""
+    millisecond-rounded RTMP timestamps still give 30000/1001. A lone sample gives its duration's
+    rate (an all-intra stream cut at every frame)."""
     if len(samples) < 2:
-        return None
+        return Fraction(timescale, samples[0].duration) if samples and samples[0].duration else None
     presentation = []
     time = 0
     for sample in samples:

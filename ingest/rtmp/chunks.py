@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from ingest.rtmp.errors import RtmpError
 
 DEFAULT_CHUNK_SIZE = 128  # §5.4.1: until a Set Chunk Size arrives
+MIN_CHUNK_SIZE = 128  # smaller sizes are legal but serve only to multiply per-chunk overhead
 EXTENDED = 0xFFFFFF  # a 24-bit timestamp field holding this value is followed by 32 bits (§5.3.1.3)
 MAX_CHUNK_STREAMS = 64  # distinct chunk stream ids one connection may use; encoders use a handful
 
@@ -30,24 +31,6 @@ AMF3_COMMAND = 17
 AMF0_DATA = 18
 AMF0_COMMAND = 20
 AGGREGATE = 22
-MESSAGE_TYPES = frozenset(
-    {
-        SET_CHUNK_SIZE,
-        ABORT,
-        ACKNOWLEDGEMENT,
-        USER_CONTROL,
-        WINDOW_ACK_SIZE,
-        SET_PEER_BANDWIDTH,
-        AUDIO,
-        VIDEO,
-        AMF3_DATA,
-        AMF3_COMMAND,
-        AMF0_DATA,
-        AMF0_COMMAND,
-        AGGREGATE,
-    }
-)
-
 _HEADER_SIZES = (11, 7, 3, 0)  # message header bytes for chunk formats 0-3 (§5.3.1.2)
 
 
@@ -65,7 +48,7 @@ class Message:
 class _ChunkStream:
     """What a chunk stream remembers between chunks (§5.3.1.2: later formats inherit these)."""
 
-    __slots__ = ("delta", "extended", "length", "parts", "received", "stream_id", "timestamp", "type_id")
+    __slots__ = ("delta", "extended", "length", "payload", "stream_id", "timestamp", "type_id")
 
     def __init__(self) -> None:
         self.timestamp = 0  # of the current (or last) message
@@ -74,17 +57,21 @@ class _ChunkStream:
         self.type_id = 0
         self.stream_id = 0
         self.extended = False  # the last header carried an extended timestamp
-        self.parts: list[bytes] = []
-        self.received = 0  # payload bytes of the current message so far
+        self.payload = bytearray()  # of the current message so far
+
+    @property
+    def received(self) -> int:
+        return len(self.payload)
 
     @property
     def in_message(self) -> bool:
-        return self.received > 0
+        return bool(self.payload)
 
 
 class ChunkReader:
     """Reassembles messages from chunks. Limits: the chunk size a peer may set, the length a message
-    may declare, and the number of chunk streams; crossing one raises :class:`RtmpError`."""
+    may declare, the number of chunk streams, and the bytes of partial messages held at once (two
+    messages' worth: audio and video interleave); crossing one raises :class:`RtmpError`."""
 
     def __init__(self, *, max_chunk_size: int, max_message_size: int) -> None:
         self.chunk_size = DEFAULT_CHUNK_SIZE
@@ -92,18 +79,21 @@ class ChunkReader:
         self.max_message_size = max_message_size
         self._buffer = bytearray()
         self._streams: dict[int, _ChunkStream] = {}
+        self._partial = 0  # payload bytes of unfinished messages, over all chunk streams
         self.offset = 0  # bytes consumed so far, for error messages
+        self.error: RtmpError | None = None
 
     @property
     def buffered(self) -> int:
         """Bytes held: a partial chunk plus the partial messages of every chunk stream."""
-        return len(self._buffer) + sum(s.received for s in self._streams.values())
+        return len(self._buffer) + self._partial
 
     def set_chunk_size(self, size: int) -> None:
-        """Apply the peer's Set Chunk Size (§5.4.1): 1 to 2^31 - 1, and not above our limit."""
-        if not 1 <= size <= self.max_chunk_size:
+        """Apply the peer's Set Chunk Size (§5.4.1), between ``MIN_CHUNK_SIZE`` and our limit."""
+        if not MIN_CHUNK_SIZE <= size <= self.max_chunk_size:
             raise RtmpError(
-                f"Set Chunk Size {size} is outside 1..{self.max_chunk_size} (ingest.rtmp_max_chunk_size)"
+                f"Set Chunk Size {size} is outside {MIN_CHUNK_SIZE}..{self.max_chunk_size} "
+                "(ingest.rtmp_max_chunk_size)"
             )
         self.chunk_size = size
 
@@ -111,11 +101,15 @@ class ChunkReader:
         """Drop the partial message of a chunk stream (§5.4.2)."""
         state = self._streams.get(chunk_stream)
         if state is not None:
-            state.parts.clear()
-            state.received = 0
+            self._partial -= state.received
+            state.payload = bytearray()
 
     def feed(self, data: bytes) -> list[Message]:
-        """Take more bytes; return the messages they complete, in order."""
+        """Take more bytes; return the messages they complete, in order. When the bytes break the
+        protocol, the messages before the fault are returned and :attr:`error` is set; the next
+        call raises it."""
+        if self.error is not None:
+            raise self.error
         self._buffer += data
         messages: list[Message] = []
         pos = 0
@@ -128,9 +122,13 @@ class ChunkReader:
                 pos += used
                 if message is not None:
                     messages.append(message)
+                    # Both apply to the very next chunk, which may already be in the buffer.
                     if message.type_id == SET_CHUNK_SIZE:
-                        # Applies to the very next chunk, which may already be in the buffer.
-                        self.set_chunk_size(_chunk_size_value(message))
+                        self.set_chunk_size(u32_payload(message, "Set Chunk Size") & 0x7FFFFFFF)
+                    elif message.type_id == ABORT:
+                        self.abort(u32_payload(message, "Abort"))
+        except RtmpError as exc:
+            self.error = exc
         finally:
             del buf[:pos]
             self.offset += pos
@@ -208,29 +206,35 @@ class ChunkReader:
             return 0, None
         # The chunk is complete: only now does the chunk stream's state change.
         if new_message:
-            state.parts.clear()
+            self._partial -= state.received
+            state.payload = bytearray()
             state.length, state.type_id, state.stream_id = length, type_id, stream_id
             state.timestamp = field if fmt == 0 else (state.timestamp + field) & 0xFFFFFFFF
             state.delta = field
             state.extended = extended
-            state.received = 0
         self._streams[csid] = state
         if take:
-            state.parts.append(bytes(buf[pos : pos + take]))
-        state.received += take
+            if self._partial + take > 2 * self.max_message_size:
+                raise RtmpError(
+                    f"more than {2 * self.max_message_size} bytes of unfinished messages",
+                    offset=self.offset + start,
+                )
+            state.payload += buf[pos : pos + take]
+            self._partial += take
         pos += take
         if state.received < state.length:
             return pos - start, None
-        payload = b"".join(state.parts) if len(state.parts) != 1 else state.parts[0]
-        state.parts.clear()
-        state.received = 0
+        payload = bytes(state.payload)
+        self._partial -= state.received
+        state.payload = bytearray()
         return pos - start, Message(state.type_id, state.stream_id, state.timestamp, payload, csid)
 
 
-def _chunk_size_value(message: Message) -> int:
+def u32_payload(message: Message, what: str) -> int:
+    """The 4-byte big-endian value a protocol control message carries (§5.4)."""
     if len(message.payload) < 4:
-        raise RtmpError(f"Set Chunk Size carries {len(message.payload)} bytes, expected 4")
-    return int.from_bytes(message.payload[:4], "big") & 0x7FFFFFFF
+        raise RtmpError(f"{what} carries {len(message.payload)} bytes, expected 4")
+    return int.from_bytes(message.payload[:4], "big")
 
 
 class ChunkWriter:

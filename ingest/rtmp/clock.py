@@ -15,6 +15,9 @@ from dataclasses import dataclass
 WRAP = 1 << 32
 JUMP_BACK_MS = 5000  # a step further back than this inside one publish is a clock reset
 RESUME_TOLERANCE_MS = 10_000  # how far an encoder's own clock may be from the point's and still be used
+# Room left after the stored media when a publish is moved: its first message may be video while
+# its audio starts a little earlier (or the other way round).
+RESUME_MARGIN_MS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,39 +41,44 @@ def choose_offset(first_ms: int, previous_offset: int, clock: PointClock) -> int
     running across a reconnect); otherwise the publish starts at the point's current time, never
     before its stored media."""
     candidate = first_ms + previous_offset
-    if clock.floor_ms is not None and candidate < clock.floor_ms:
-        return max(clock.floor_ms, clock.now_ms or 0) - first_ms
+    floor = None if clock.floor_ms is None else clock.floor_ms + RESUME_MARGIN_MS
+    if floor is not None and candidate < floor:
+        return max(floor, clock.now_ms or 0) - first_ms
     if clock.now_ms is not None and abs(candidate - clock.now_ms) > RESUME_TOLERANCE_MS:
-        return max(clock.floor_ms or 0, clock.now_ms) - first_ms
+        return max(floor or 0, clock.now_ms) - first_ms
     return previous_offset
 
 
 class TimestampMapper:
-    """Maps one publish's 32-bit timestamps to point time: unwrapped, plus ``offset``.
+    """Maps one publish's 32-bit timestamps to point time: unwrapped, plus an offset.
 
     Audio and video are unwrapped separately (each steps forward on its own; one may lag the
-    other by seconds, as when a video input ends before its audio), starting from the other's
-    unwrapped time. A track stepping back more than ``JUMP_BACK_MS`` behind its own latest time
-    (an encoder resetting its clock without reconnecting) moves the shared offset so that the
-    publish continues just after the latest time of any track."""
+    other by seconds, as when a video input ends before its audio), the second starting from the
+    first's unwrapped time. A track stepping back more than ``JUMP_BACK_MS`` behind its own latest
+    time (an encoder resetting its clock without reconnecting) moves that track's offset so it
+    continues just after the latest time of any track; the other track does the same when its
+    own reset arrives, and its messages from before the reset keep their times meanwhile."""
 
     def __init__(self, first_raw: int, offset: int) -> None:
-        self.offset = offset
+        self.offset = offset  # for tracks that have not reset
         self._reference = (first_raw, first_raw)  # (raw, unwrapped) of the latest message
-        self._tracks: dict[int, tuple[int, int, int]] = {}  # track → (raw, unwrapped, latest mapped)
+        # track -> (raw, unwrapped, latest mapped, offset)
+        self._tracks: dict[int, tuple[int, int, int, int]] = {}
         self.latest = first_raw + offset
 
     def map(self, raw: int, track: int = 0) -> int:
-        last_raw, unwrapped, latest = self._tracks.get(track, (*self._reference, -(1 << 62)))
+        last_raw, unwrapped, latest, offset = self._tracks.get(
+            track, (*self._reference, -(1 << 62), self.offset)
+        )
         step = (raw - last_raw) % WRAP
         if step >= WRAP // 2:
             step -= WRAP
         unwrapped += step
-        mapped = unwrapped + self.offset
+        mapped = unwrapped + offset
         if mapped < latest - JUMP_BACK_MS:
-            self.offset += self.latest + 1 - mapped
+            offset += self.latest + 1 - mapped
             mapped = self.latest + 1
-        self._tracks[track] = (raw, unwrapped, max(latest, mapped))
+        self._tracks[track] = (raw, unwrapped, max(latest, mapped), offset)
         self._reference = (raw, unwrapped)
         self.latest = max(self.latest, mapped)
         return mapped

@@ -19,9 +19,10 @@ import re
 import ssl
 import time
 import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import TypeVar
 from urllib.parse import parse_qs
 
 from conf.logs import event
@@ -49,7 +50,9 @@ from storage.errors import InvalidName, StorageError
 from storage.keys import PointId
 
 log = logging.getLogger("headwater.rtmp")
-K = TypeVar("K")
+TAKEOVER_IDLE = 3.0  # seconds without media after which a publisher may be replaced by a new one
+TAKEOVER_WAIT = 10.0  # seconds a replaced publisher gets to store its buffered media
+TOKEN_QUERY = re.compile(r"([?&]t=)[^&/]*")
 
 RENDITION = re.compile(r"(?P<base>.+)_(?P<number>\d{1,2})")
 READ_SIZE = 1 << 16
@@ -113,7 +116,9 @@ class Publish:
     receiver: FlvReceiver
     clock: PointClock
     redundant: bool  # the point takes several encoders: one behind the others is skipped, not refused
+    connection: Connection
     mapper: TimestampMapper | None = None
+    last_media: float = field(default_factory=time.monotonic)
     resumed: set[str] = field(default_factory=set)  # tracks whose first fragment follows a break
     stored: int = 0
     duplicates: int = 0
@@ -130,10 +135,10 @@ class RtmpServer:
         self.apps = parse_app_paths(settings.ingest.rtmp_apps)
         self.servers: list[asyncio.Server] = []
         self.tasks: set[asyncio.Task[None]] = set()
-        self.active: dict[tuple[PointId, str], int] = {}  # publishers per (point, stream)
+        self.active: dict[tuple[PointId, str], list[Publish]] = {}  # publishers per (point, stream)
         self.per_point: dict[PointId, int] = {}  # publishers per point
         self.offsets: weakref.WeakKeyDictionary[PublishingPoint, int] = weakref.WeakKeyDictionary()
-        self._opening = asyncio.Lock()
+        self._opening: dict[PointId, tuple[asyncio.Lock, int]] = {}  # per point, with its users
 
     async def start(self) -> list[str]:
         """Open the configured listeners; returns their addresses."""
@@ -171,6 +176,18 @@ class RtmpServer:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if len(self.tasks) >= self.ingest.rtmp_max_connections:
+            peer = writer.get_extra_info("peername")
+            event(
+                log,
+                "rtmp.closed",
+                logging.WARNING,
+                peer=f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer),
+                reason=f"{len(self.tasks)} RTMP connections open, the limit (ingest.rtmp_max_connections)",
+                bytes=0,
+            )
+            writer.close()
+            return
         self.tasks.add(task)
         try:
             await Connection(self, reader, writer).run()
@@ -179,14 +196,28 @@ class RtmpServer:
 
     # -- publishes ------------------------------------------------------------------------------
 
-    async def open_publish(self, app: str, name: str) -> Publish:
-        """Check and register a publish; raises :class:`Refused` with what to tell the encoder.
-        Publishes open one at a time, so two cannot both take a stream name or both restart a
-        point."""
+    @asynccontextmanager
+    async def _point_lock(self, pid: PointId) -> AsyncIterator[None]:
+        """Publishes to one point open one at a time (two cannot both take a stream name or both
+        restart the point); other points are not held up."""
+        lock, users = self._opening.get(pid, (asyncio.Lock(), 0))
+        self._opening[pid] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._opening[pid]
+            if users > 1:
+                self._opening[pid] = (lock, users - 1)
+            else:
+                del self._opening[pid]
+
+    async def open_publish(self, app: str, name: str, connection: Connection) -> Publish:
+        """Check and register a publish; raises :class:`Refused` with what to tell the encoder."""
         if self.registry.closed.is_set():
             raise Refused(BAD_NAME, "the server is shutting down; reconnect to another origin")
         stream = parse_publish(app, name, self.apps)
-        async with self._opening:
+        async with self._point_lock(stream.pid):
             try:
                 await self.registry.authorize(stream.pid, stream.token)
             except Unauthorized as exc:
@@ -198,9 +229,7 @@ class RtmpServer:
                 point = await self.registry.for_ingest(stream.pid)
             key = (stream.pid, stream.stream)
             if self.active.get(key) and not point.options.redundant_encoders:
-                raise Refused(
-                    BAD_NAME, f"stream {stream.stream!r} of {str(stream.pid)!r} is already being published"
-                )
+                await self._take_over(key, connection.peer)
             alone = not self.per_point.get(stream.pid)
             if point.options.restart_on_encoder_reconnect and alone and point.tracks:
                 if point.connections:
@@ -210,18 +239,46 @@ class RtmpServer:
                 point = await self.registry.restart(point)
             own = {f"video{stream.suffix}", f"audio{stream.suffix}"}
             clock = await _point_clock(point, own)
-            self.active[key] = self.active.get(key, 0) + 1
+            receiver = FlvReceiver(
+                stream.suffix, fragment_target(point), max_fragment_bytes=self.ingest.max_box_size
+            )
+            resumed = {name for name in own if name in point.tracks}
+            publish = Publish(
+                stream, point, receiver, clock, point.options.redundant_encoders, connection, resumed=resumed
+            )
+            self.active.setdefault(key, []).append(publish)
             self.per_point[stream.pid] = self.per_point.get(stream.pid, 0) + 1
             point.connections += 1
-        receiver = FlvReceiver(
-            stream.suffix, fragment_target(point), max_fragment_bytes=self.ingest.max_box_size
-        )
-        resumed = {name for name in own if name in point.tracks}
-        return Publish(stream, point, receiver, clock, point.options.redundant_encoders, resumed=resumed)
+        return publish
+
+    async def _take_over(self, key: tuple[PointId, str], peer: str) -> None:
+        """A second publisher of a stream is refused, unless the first one is on its way out: its
+        connection is closing, or it sent no media for ``TAKEOVER_IDLE`` seconds (an encoder that
+        reconnects after a network drop finds its old, dead connection still open). That one is
+        closed, and its buffered media stored, before the new publish starts."""
+        now = time.monotonic()
+        current = self.active.get(key, [])
+        if any(not p.connection.ending and now - p.last_media < TAKEOVER_IDLE for p in current):
+            raise Refused(BAD_NAME, f"stream {key[1]!r} of {str(key[0])!r} is already being published")
+        for publish in list(current):
+            publish.connection.evict(f"taken over by a new publisher of the stream from {peer}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(publish.connection.done.wait(), TAKEOVER_WAIT)
+        if self.active.get(key):
+            raise Refused(BAD_NAME, f"stream {key[1]!r} of {str(key[0])!r} is still closing; retry")
 
     def close_publish(self, publish: Publish) -> None:
-        _release(self.active, (publish.name.pid, publish.name.stream))
-        _release(self.per_point, publish.name.pid)
+        key = (publish.name.pid, publish.name.stream)
+        publishers = self.active.get(key, [])
+        if publish in publishers:
+            publishers.remove(publish)
+        if not publishers:
+            self.active.pop(key, None)
+        left = self.per_point.get(publish.name.pid, 0) - 1
+        if left > 0:
+            self.per_point[publish.name.pid] = left
+        else:
+            self.per_point.pop(publish.name.pid, None)
         publish.point.connections -= 1
 
     def map_time(self, publish: Publish, raw: int, track: int) -> int:
@@ -231,14 +288,6 @@ class RtmpServer:
             self.offsets[publish.point] = offset
             publish.mapper = TimestampMapper(raw, offset)
         return publish.mapper.map(raw, track)
-
-
-def _release(counts: dict[K, int], key: K) -> None:
-    left = counts.get(key, 0) - 1
-    if left > 0:
-        counts[key] = left
-    else:
-        counts.pop(key, None)
 
 
 async def _point_clock(point: PublishingPoint, own: set[str]) -> PointClock:
@@ -255,6 +304,11 @@ async def _point_clock(point: PublishingPoint, own: set[str]) -> PointClock:
         projected = end_ms + max(0, now - last.wallclock_ms) if last.wallclock_ms else end_ms
         latest = max(latest or 0, projected)
     return PointClock(floor, latest)
+
+
+def _redacted(text: str) -> str:
+    """``live?t=secret`` -> ``live?t=****``: publish tokens stay out of the logs."""
+    return TOKEN_QUERY.sub(r"\1****", text)
 
 
 def _bound(server: asyncio.Server, scheme: str) -> str:
@@ -282,7 +336,10 @@ class Connection:
         self.publishes: dict[int, Publish] = {}
         self.app = ""
         self.started = time.monotonic()
+        self.published = False  # a publish was accepted: from then on, read_timeout applies
         self.closing = ""  # why the server ends the connection itself
+        self.ending = False  # the read loop ended: publishes are being finished
+        self.done = asyncio.Event()  # set once the connection's publishes are finished
 
     async def run(self) -> None:
         reason = "the encoder closed the connection"
@@ -298,6 +355,8 @@ class Connection:
                 for ev in self.session.receive(data):
                     await self._on_event(ev)
                 await self._flush()
+                if self.session.error is not None:
+                    raise self.session.error
             reason = self.closing or reason
         except (RtmpError, MediaError, Refused) as exc:
             reason, level = str(exc), logging.WARNING
@@ -316,15 +375,17 @@ class Connection:
         """The next piece from the socket; ``None`` when the server stops. Times out when the
         encoder sends nothing (handshake and publish must finish in ``rtmp_handshake_timeout``)."""
         ingest = self.server.ingest
-        if self.publishes:
+        if self.published:
             timeout = ingest.read_timeout
             what = f"no data from the encoder for {timeout:g} s (ingest.read_timeout)"
         else:
-            timeout = max(0.0, ingest.rtmp_handshake_timeout - (time.monotonic() - self.started))
+            timeout = ingest.rtmp_handshake_timeout - (time.monotonic() - self.started)
             what = (
                 f"no publish within {ingest.rtmp_handshake_timeout:g} s of connecting "
                 "(ingest.rtmp_handshake_timeout)"
             )
+            if timeout <= 0:  # checked before each read: a peer that keeps talking is no exception
+                raise TimeoutError(what)
         read = asyncio.ensure_future(self.reader.read(READ_SIZE))
         closing = asyncio.ensure_future(self.server.registry.closed.wait())
         try:
@@ -344,14 +405,21 @@ class Connection:
         raise TimeoutError(what)
 
     async def _flush(self) -> None:
+        """Send the session's replies; a peer that does not read them is dropped after
+        ``ingest.read_timeout`` instead of holding the connection (and its stream name)."""
         out = self.session.data_to_send()
         if out:
             self.writer.write(out)
-            await self.writer.drain()
+            timeout = self.server.ingest.read_timeout
+            try:
+                await asyncio.wait_for(self.writer.drain(), timeout)
+            except TimeoutError:
+                raise TimeoutError(f"the encoder read no replies for {timeout:g} s") from None
 
     async def _on_event(self, ev: object) -> None:
         if isinstance(ev, MediaReceived):
             publish = self.publishes[ev.stream_id]
+            publish.last_media = time.monotonic()
             time_ms = self.server.map_time(publish, ev.timestamp, ev.type_id)
             receiver = publish.receiver
             if ev.type_id == chunks.VIDEO:
@@ -366,7 +434,12 @@ class Connection:
         elif isinstance(ev, Connected):
             self.app = ev.app
             event(
-                log, "rtmp.connected", peer=self.peer, app=ev.app, tc_url=ev.tc_url, client=ev.flash_version
+                log,
+                "rtmp.connected",
+                peer=self.peer,
+                app=_redacted(ev.app),
+                tc_url=_redacted(ev.tc_url),
+                client=ev.flash_version,
             )
         elif isinstance(ev, PublishRequested):
             await self._publish(ev)
@@ -379,7 +452,7 @@ class Connection:
 
     async def _publish(self, ev: PublishRequested) -> None:
         try:
-            publish = await self.server.open_publish(self.app, ev.name)
+            publish = await self.server.open_publish(self.app, ev.name, self)
         except Refused as exc:
             self.session.reject_publish(ev.stream_id, exc.code, exc.reason)
             await self._flush()
@@ -395,6 +468,7 @@ class Connection:
             )
             raise
         self.publishes[ev.stream_id] = publish
+        self.published = True
         held = self.session.accept_publish(ev.stream_id)
         event(
             log,
@@ -417,9 +491,11 @@ class Connection:
                 try:
                     verdict = await point.accept(ev.fragment, discontinuity=name in publish.resumed)
                 except BackwardsTimestamp:
-                    if not publish.redundant:
+                    if not publish.redundant and name not in publish.resumed:
                         raise
-                    publish.dropped += 1  # the other encoder is ahead; this one stands by
+                    # Another encoder is ahead (this one stands by), or a resumed publish's
+                    # first fragment of one track began before that track's stored end.
+                    publish.dropped += 1
                     continue
                 publish.resumed.discard(name)
                 publish.stored += verdict is Verdict.NEW
@@ -431,7 +507,10 @@ class Connection:
         fragments cover the time of this one's partial last ones, and the stream goes on."""
         try:
             tail = publish.receiver.close()
-            others = self.server.active.get((publish.name.pid, publish.name.stream), 0) > 1
+            others = any(
+                p is not publish and not p.connection.ending
+                for p in self.server.active.get((publish.name.pid, publish.name.stream), [])
+            )
             if others:
                 tail = [ev for ev in tail if not isinstance(ev, FragmentReceived)]
             await self._store(publish, tail)
@@ -453,7 +532,14 @@ class Connection:
             dropped=publish.dropped + publish.receiver.video.dropped + publish.receiver.audio.dropped,
         )
 
+    def evict(self, reason: str) -> None:
+        """Close this connection from outside (a publisher taking over its stream)."""
+        self.closing = reason
+        self.ending = True
+        self.writer.transport.abort()
+
     async def _finish_all(self, reason: str, level: int) -> None:
+        self.ending = True
         try:
             for stream_id in list(self.publishes):
                 publish = self.publishes.pop(stream_id)
@@ -466,3 +552,4 @@ class Connection:
             self.writer.close()
             with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
                 await asyncio.wait_for(self.writer.wait_closed(), 2)
+            self.done.set()

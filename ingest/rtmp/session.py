@@ -10,16 +10,15 @@ request, media, metadata, the end of a publish) and queues its replies for
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ingest.rtmp import chunks
-from ingest.rtmp.chunks import ChunkReader, ChunkWriter, Message
+from ingest.rtmp.chunks import ChunkReader, ChunkWriter, Message, u32_payload
 from ingest.rtmp.errors import RtmpError
 from ingest.rtmp.handshake import HandshakeError, ServerHandshake
-from media.amf0 import UNDEFINED, AmfError, Value, decode_all, encode
+from media.amf0 import AmfError, Value, decode_all, encode
 
 WINDOW = 2_500_000  # Window Acknowledgement Size and peer bandwidth we announce (§5.4.4, §5.4.5)
 CONTROL_CHUNK_STREAM = 2  # §5.4: protocol control messages use chunk stream 2, message stream 0
@@ -99,13 +98,11 @@ class ServerSession:
         max_chunk_size: int = 1 << 24,
         max_message_size: int = 1 << 24,
         random: Callable[[int], bytes] = os.urandom,
-        clock_ms: Callable[[], int] = lambda: time.monotonic_ns() // 1_000_000,
     ) -> None:
         self.handshake = ServerHandshake(random=random)
         self.reader = ChunkReader(max_chunk_size=max_chunk_size, max_message_size=max_message_size)
         self.writer = ChunkWriter()
         self.out_chunk_size = chunk_size
-        self._clock_ms = clock_ms
         self._out = bytearray()
         self.connected = False
         self.app = ""
@@ -114,6 +111,7 @@ class ServerSession:
         self.publishing: dict[int, str] = {}  # stream id → name, once accepted
         self._pending: dict[int, str] = {}  # publish asked, not yet answered
         self._held: list[Message] = []  # messages that came behind a pending publish
+        self.error: RtmpError | None = None  # the protocol error that ends this connection
         self.received = 0  # bytes after the handshake (§5.4.3 sequence number)
         self._acked = 0
         self.peer_window = WINDOW
@@ -121,8 +119,11 @@ class ServerSession:
     # -- input -------------------------------------------------------------------------------
 
     def receive(self, data: bytes) -> list[Event]:
-        """Bytes from the peer, in any pieces. Raises :class:`RtmpError` when the peer breaks the
-        protocol; the connection should then be closed."""
+        """Bytes from the peer, in any pieces. When they break the protocol, the events before the
+        fault are returned and :attr:`error` is set: handle them, then close the connection (a
+        further call raises the error)."""
+        if self.error is not None:
+            raise self.error
         if not self.handshake.done:
             try:
                 self.handshake.receive(data)
@@ -136,6 +137,7 @@ class ServerSession:
                 return []
         self.received += len(data)
         events = self._process(self.reader.feed(data))
+        self.error = self.error or self.reader.error
         if self.received - self._acked >= self.peer_window:
             self._acked = self.received
             self._control(chunks.ACKNOWLEDGEMENT, (self.received & 0xFFFFFFFF).to_bytes(4, "big"))
@@ -143,9 +145,13 @@ class ServerSession:
 
     def _process(self, messages: list[Message]) -> list[Event]:
         """Handle messages in order; while a publish awaits the server's answer, hold the rest (an
-        encoder may send media right behind ``publish``) until :meth:`accept_publish`."""
+        encoder may send media right behind ``publish``) until :meth:`accept_publish`. A protocol
+        error is kept in :attr:`error` and the events before it are returned: media that came
+        before the bad message is still stored."""
         events: list[Event] = []
         for i, message in enumerate(messages):
+            if self.error is not None:
+                break
             if self._pending:
                 self._held += messages[i:]
                 if sum(len(m.payload) for m in self._held) > self.reader.max_message_size:
@@ -153,7 +159,10 @@ class ServerSession:
                         "the encoder sent more than a message's worth before publish was answered"
                     )
                 break
-            events += self._on_message(message)
+            try:
+                events += self._on_message(message)
+            except RtmpError as exc:
+                self.error = exc
         return events
 
     @property
@@ -163,15 +172,10 @@ class ServerSession:
     def _on_message(self, message: Message) -> list[Event]:
         type_id = message.type_id
         payload = message.payload
-        if type_id == chunks.SET_CHUNK_SIZE:
-            return []  # applied by the reader
-        if type_id == chunks.ABORT:
-            self.reader.abort(_u32(payload, "Abort"))
-            return []
-        if type_id == chunks.ACKNOWLEDGEMENT:
-            return []
+        if type_id in (chunks.SET_CHUNK_SIZE, chunks.ABORT, chunks.ACKNOWLEDGEMENT):
+            return []  # the first two are applied by the reader
         if type_id == chunks.WINDOW_ACK_SIZE:
-            self.peer_window = max(_u32(payload, "Window Acknowledgement Size"), 1)
+            self.peer_window = max(u32_payload(message, "Window Acknowledgement Size"), 1)
             return []
         if type_id == chunks.SET_PEER_BANDWIDTH:
             return []
@@ -304,7 +308,6 @@ class ServerSession:
         props = args[0] if args and isinstance(args[0], dict) else {}
         self.app = str(props.get("app") or "")
         self.tc_url = str(props.get("tcUrl") or "")
-        encoding = props.get("objectEncoding")
         self.connected = True
         self._control(chunks.WINDOW_ACK_SIZE, WINDOW.to_bytes(4, "big"))
         self._control(chunks.SET_PEER_BANDWIDTH, WINDOW.to_bytes(4, "big") + b"\x02")
@@ -318,7 +321,7 @@ class ServerSession:
                 "level": "status",
                 "code": "NetConnection.Connect.Success",
                 "description": "Connection succeeded.",
-                "objectEncoding": float(encoding) if isinstance(encoding, (int, float)) else 0.0,
+                "objectEncoding": 0.0,  # AMF0 only, whatever the client offers
             },
         )
         return [Connected(self.app, self.tc_url, str(props.get("flashVer") or ""))]
@@ -380,25 +383,6 @@ class ServerSession:
         self._send(Message(chunks.AMF0_COMMAND, stream_id, 0, body, STATUS_CHUNK_STREAM))
 
 
-def _u32(payload: bytes, what: str) -> int:
-    if len(payload) < 4:
-        raise RtmpError(f"{what} carries {len(payload)} bytes, expected 4")
-    return int.from_bytes(payload[:4], "big")
-
-
 def _string(args: list[Value], index: int) -> str:
     value = args[index] if len(args) > index else None
     return value if isinstance(value, str) else ""
-
-
-__all__ = [
-    "UNDEFINED",
-    "Connected",
-    "Event",
-    "MediaReceived",
-    "MetadataReceived",
-    "PlayRefused",
-    "PublishRequested",
-    "ServerSession",
-    "Unpublished",
-]

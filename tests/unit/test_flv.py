@@ -88,6 +88,13 @@ PACKETS: list[tuple[str, bytes, flv.VideoPacket | flv.AudioPacket | None]] = [
     ("AAC config", bytes.fromhex("af00") + b"\x11\x90", flv.AudioConfig("mp4a", b"\x11\x90")),
     ("E-RTMP Opus frame", bytes.fromhex("91") + b"Opus" + b"\xfc", flv.AudioFrame("Opus", b"\xfc")),
     ("E-RTMP multichannel config", bytes.fromhex("94") + b"Opus" + b"\x00\x02", None),
+    # ModEx (a 3-byte nanosecond offset) wrapping CodedFrames: skipped.
+    (
+        "E-RTMP HEVC ModEx",
+        bytes.fromhex("97020003e801") + b"hvc1" + bytes(3) + b"n",
+        flv.VideoFrame("hvc1", True, 0, b"n"),
+    ),
+    ("E-RTMP Opus ModEx", bytes.fromhex("97020003e801") + b"Opus" + b"\xfc", flv.AudioFrame("Opus", b"\xfc")),
 ]
 
 

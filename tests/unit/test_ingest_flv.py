@@ -12,7 +12,7 @@ from ingest.flv import FlvReceiver
 from ingest.fmp4 import Event, FragmentReceived, TracksDeclared
 from media import flv
 from media.cmaf import read_fragment
-from media.errors import UnsupportedMedia
+from media.errors import MediaError, UnsupportedMedia
 from media.model import Fragment
 from tests.rtmp_client import Tag, read_flv
 
@@ -153,3 +153,40 @@ def test_clamped_decode_times_are_spread_keeping_presentation_times() -> None:
     presentation = [t + s.composition_offset for t, s in zip(times, fragment.samples, strict=True)]
     assert presentation[:3] == [0, 120 * 90, 40 * 90]  # kept, whatever the decode times became
     assert times[:4] == [0, 1200, 2400, 3600]  # 0..40 ms shared by the three tied frames
+
+
+def _h264() -> tuple[flv.VideoConfig, list[flv.VideoFrame], list[Tag]]:
+    tags = read_flv(DATA / "h264_aac.flv")
+    video = [flv.parse_video(t.body) for t in tags if t.type_id == 9]
+    config = next(p for p in video if isinstance(p, flv.VideoConfig))
+    return config, [p for p in video if isinstance(p, flv.VideoFrame)], [t for t in tags if t.type_id == 8]
+
+
+def test_decode_times_that_never_advance_are_refused() -> None:
+    config, frames, _ = _h264()
+    receiver = FlvReceiver("", Fraction(0), max_fragment_bytes=1 << 24)
+    receiver.video_message(0, bytes(config))
+    with pytest.raises(MediaError, match="does not advance"):
+        for frame in frames[:20]:
+            receiver.video_message(1000, bytes(frame))
+    with pytest.raises(MediaError, match="2000 ms back"):
+        fresh = FlvReceiver("", Fraction(0), max_fragment_bytes=1 << 24)
+        fresh.video_message(0, bytes(config))
+        fresh.video_message(5000, bytes(frames[0]))
+        fresh.video_message(3000, bytes(frames[1]))
+
+
+def test_audio_does_not_wait_for_video_forever() -> None:
+    """Video stops after its first keyframe: audio is still stored, at most MAX_AUDIO_LAG at a time."""
+    config, frames, audio = _h264()
+    receiver = FlvReceiver("", Fraction(0), max_fragment_bytes=1 << 24)
+    receiver.video_message(0, bytes(config))
+    receiver.video_message(0, bytes(frames[0]))
+    events: list[Event] = []
+    config_tag, frame_tag = audio[0], audio[1]
+    events += receiver.audio_message(0, config_tag.body)
+    for i in range(48000 * 25 // 1024):  # 25 s of AAC frames
+        events += receiver.audio_message(i * 1024 * 1000 // 48000, frame_tag.body)
+    stored = fragments(events, "audio")
+    assert len(stored) == 2 and all(f.duration <= 10 * 48000 + 1024 for f in stored)
+    assert receiver.audio.size < 100_000  # what is left waits, bounded

@@ -251,7 +251,8 @@ def _bunched() -> tuple[list[int], list[int]]:
         # Bunched decode times (flvmux clamps negative ones): the presentation times tell.
         (*_bunched(), 90000, Fraction(25)),
         ([1000] * 10, [0] * 10, 12345, Fraction(12345, 1000).limit_denominator(1001)),
-        ([3600], [0], 90000, None),
+        ([3600], [0], 90000, Fraction(25)),
+        ([], [], 90000, None),
     ],
 )
 def test_frame_rate(

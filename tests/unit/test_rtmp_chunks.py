@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import random
 
 import pytest
@@ -165,7 +164,7 @@ def test_abort_drops_the_partial_message() -> None:
         ),
         (
             header(0, 2, u24(0), u24(4), bytes([1]), bytes(4), (70000).to_bytes(4, "big")),
-            "Set Chunk Size 70000 is outside 1..65536",
+            "Set Chunk Size 70000 is outside 128..65536",
         ),
         (
             header(0, 2, u24(0), u24(4), bytes([1]), bytes(4), bytes(4)),
@@ -175,8 +174,10 @@ def test_abort_drops_the_partial_message() -> None:
 )
 def test_limits_and_protocol_errors(data: bytes, message: str) -> None:
     r = reader(max_chunk_size=65536, max_message_size=4096)
+    r.feed(data)
+    assert r.error is not None and message in r.error.message
     with pytest.raises(RtmpError, match=message):
-        r.feed(data)
+        r.feed(b"")  # the error stays
 
 
 def test_too_many_chunk_streams() -> None:
@@ -185,14 +186,34 @@ def test_too_many_chunk_streams() -> None:
         header(0, csid, u24(0), u24(1), bytes([AUDIO]), (1).to_bytes(4, "little"), b"x")
         for csid in range(3, 3 + chunks.MAX_CHUNK_STREAMS + 1)
     )
-    with pytest.raises(RtmpError, match="more than 64 chunk streams"):
-        r.feed(data)
+    messages = r.feed(data)
+    assert len(messages) == chunks.MAX_CHUNK_STREAMS  # the ones before the fault
+    assert r.error is not None and "more than 64 chunk streams" in r.error.message
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=400))
-def test_garbage_raises_only_rtmp_errors(data: bytes) -> None:
+def test_garbage_gives_only_rtmp_errors(data: bytes) -> None:
     r = reader(max_chunk_size=4096, max_message_size=4096)
-    with contextlib.suppress(RtmpError):
-        r.feed(data)
+    r.feed(data)  # raises nothing: a fault is kept in r.error
     assert r.buffered <= len(data)
+
+
+def test_abort_applies_to_the_chunks_behind_it_in_the_same_piece() -> None:
+    start = header(0, 4, u24(0), u24(200), bytes([AUDIO]), (1).to_bytes(4, "little"), b"A" * 128)
+    abort = header(0, 2, u24(0), u24(4), bytes([chunks.ABORT]), bytes(4), (4).to_bytes(4, "big"))
+    again = header(0, 4, u24(9), u24(3), bytes([AUDIO]), (1).to_bytes(4, "little"), b"BBB")
+    messages = reader().feed(start + abort + again)
+    assert [m.payload for m in messages if m.type_id == AUDIO] == [b"BBB"]
+
+
+def test_unfinished_messages_are_bounded_over_all_chunk_streams() -> None:
+    r = reader(max_message_size=4096)
+    r.set_chunk_size(4000)
+    data = b"".join(
+        header(0, csid, u24(0), u24(4096), bytes([AUDIO]), (1).to_bytes(4, "little"), b"x" * 4000)
+        for csid in range(3, 6)
+    )
+    r.feed(data)
+    assert r.error is not None and "more than 8192 bytes of unfinished messages" in r.error.message
+    assert r.buffered <= 8192 + len(data)

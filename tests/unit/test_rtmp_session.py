@@ -40,6 +40,8 @@ class Conversation:
         while pos < len(data):
             n = self.rng.randint(1, 300)
             events += self.session.receive(data[pos : pos + n])
+            if self.session.error is not None:
+                raise self.session.error
             pos += n
         self._read_replies()
         return events
