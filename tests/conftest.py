@@ -165,6 +165,26 @@ def run_ffmpeg(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[
     )
 
 
+def lavfi_inputs(
+    seconds: float,
+    *,
+    size: str = "160x90",
+    source: str = "testsrc2",
+    audio: bool = True,
+    audio_seconds: float | None = None,
+    realtime: bool = False,
+) -> list[str]:
+    """ffmpeg input arguments for ``seconds`` of a lavfi test pattern (``source`` at ``size``, 25 fps)
+    and, with ``audio``, a 440 Hz sine at 48 kHz lasting ``audio_seconds`` (``seconds`` if None);
+    ``realtime`` reads each input at its native rate (``-re``)."""
+    pace = ["-re"] if realtime else []
+    args = [*pace, "-f", "lavfi", "-t", str(seconds), "-i", f"{source}=size={size}:rate=25"]
+    if audio:
+        duration = seconds if audio_seconds is None else audio_seconds
+        args += [*pace, "-f", "lavfi", "-t", str(duration), "-i", "sine=f=440:sample_rate=48000"]
+    return args
+
+
 def probe(path: Path) -> dict[str, object]:
     """ffprobe's view of a file's first stream: codec, decoded frame count, duration."""
     result = subprocess.run(
@@ -204,12 +224,7 @@ CMAF_FLAGS = "empty_moov+separate_moof+default_base_moof+frag_keyframe+cmaf"
 def make_cmaf_video(path: Path, seconds: int, gop: int, *extra: str, movflags: str = CMAF_FLAGS) -> bytes:
     """A CMAF H.264 track (160x90, 25 fps) written by ffmpeg, as a CMAF ingest encoder sends it."""
     result = run_ffmpeg(
-        "-f",
-        "lavfi",
-        "-t",
-        str(seconds),
-        "-i",
-        "testsrc2=size=160x90:rate=25",
+        *lavfi_inputs(seconds, audio=False),
         "-c:v",
         "libx264",
         "-preset",

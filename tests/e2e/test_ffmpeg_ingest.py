@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Server, probe, run_ffmpeg, track_file
+from tests.conftest import Server, lavfi_inputs, probe, run_ffmpeg, track_file
 
 pytestmark = pytest.mark.e2e
 
@@ -32,18 +32,7 @@ def smooth_args(
     high, second, audio = bitrates
     return [
         *extra,
-        "-f",
-        "lavfi",
-        "-t",
-        str(seconds),
-        "-i",
-        f"testsrc2=size={size}:rate=25",
-        "-f",
-        "lavfi",
-        "-t",
-        str(seconds),
-        "-i",
-        "sine=f=440:sample_rate=48000",
+        *lavfi_inputs(seconds, size=size),
         "-map",
         "0:v",
         "-map",
@@ -98,27 +87,13 @@ def test_smooth_two_bitrates_and_audio(server: Server, tmp_path: Path) -> None:
 
 def cmaf_push(url: str, *, seconds: int = SECONDS, realtime: bool = False) -> subprocess.Popen[str]:
     """One ffmpeg, two outputs: a video and an audio CMAF ingest POST (DASH-IF interface 1)."""
-    pace = ["-re"] if realtime else []
     args = [
         "ffmpeg",
         "-hide_banner",
         "-nostdin",
         "-loglevel",
         "error",
-        *pace,
-        "-f",
-        "lavfi",
-        "-t",
-        str(seconds),
-        "-i",
-        "testsrc2=size=320x180:rate=25",
-        *pace,
-        "-f",
-        "lavfi",
-        "-t",
-        str(seconds),
-        "-i",
-        "sine=f=440:sample_rate=48000",
+        *lavfi_inputs(seconds, size="320x180", realtime=realtime),
         "-map",
         "0:v",
         *X264,

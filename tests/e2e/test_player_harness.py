@@ -13,25 +13,14 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import run_ffmpeg
+from tests.conftest import lavfi_inputs, run_ffmpeg
 from tests.e2e.players import PlayResult, play, require
 
 pytestmark = pytest.mark.e2e
 
 SECONDS = 20
 SOURCE = [
-    "-f",
-    "lavfi",
-    "-t",
-    str(SECONDS),
-    "-i",
-    "testsrc2=size=320x180:rate=25",
-    "-f",
-    "lavfi",
-    "-t",
-    str(SECONDS),
-    "-i",
-    "sine=f=440:sample_rate=48000",
+    *lavfi_inputs(SECONDS, size="320x180"),
     "-c:v",
     "libx264",
     "-preset",

@@ -30,7 +30,8 @@ import httpx
 import m3u8
 import pytest
 
-from tests.conftest import Server, run_ffmpeg
+from tests.conftest import Server, lavfi_inputs
+from tests.e2e.test_playout import decode
 from tests.rtmp_client import publish, read_flv
 
 pytestmark = pytest.mark.e2e
@@ -66,19 +67,8 @@ def flv_args(
     """ffmpeg writing lavfi testsrc + sine as H.264/AAC FLV to ``target`` (an rtmp:// URL or a file)."""
     return [
         *FFMPEG,
-        *(["-re"] if realtime else []),
-        "-f",
-        "lavfi",
-        "-t",
-        str(seconds),
-        "-i",
-        f"testsrc=size={size}:rate=25",
-        "-f",
-        "lavfi",
-        "-t",
-        str(audio_seconds or seconds),
-        "-i",
-        "sine=frequency=440:sample_rate=48000",
+        *(["-re"] if realtime else []),  # paces the video input only
+        *lavfi_inputs(seconds, size=size, source="testsrc", audio_seconds=audio_seconds),
         "-pix_fmt",
         "yuv420p",
         *video,
@@ -337,29 +327,6 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
 
 
 # -- readers --------------------------------------------------------------------------------------
-
-
-def decode(url: str, stats: Path) -> float:
-    """Decode the first video and audio stream with -xerror; the seconds decoded. ffmpeg must say
-    nothing at -loglevel error."""
-    result = run_ffmpeg(
-        "-xerror",
-        "-i",
-        url,
-        "-map",
-        "0:v:0",
-        "-map",
-        "0:a:0",
-        "-f",
-        "null",
-        "-progress",
-        str(stats),
-        "-",
-        timeout=120,
-    )
-    assert result.returncode == 0 and not result.stderr.strip(), (url, result.stderr)
-    progress = dict(line.split("=", 1) for line in stats.read_text().splitlines() if "=" in line)
-    return int(progress["out_time_us"]) / 1e6
 
 
 def decode_formats(base: str, stem: str, tmp_path: Path, formats: list[str] = FORMATS) -> dict[str, float]:

@@ -26,7 +26,7 @@ import pytest
 from ingest.rtmp import chunks
 from ingest.rtmp.chunks import ChunkReader, Message
 from media.amf0 import Value
-from tests.conftest import Server, free_port, run_ffmpeg
+from tests.conftest import Server, free_port, lavfi_inputs, run_ffmpeg
 from tests.rtmp_client import Publisher, Tag, read_flv, statuses
 
 pytestmark = pytest.mark.e2e
@@ -43,22 +43,8 @@ BAD_NAME = "NetStream.Publish.BadName"
 
 def encoder_args(url: str, *extra: str, seconds: float = 2, realtime: bool = False) -> list[str]:
     """ffmpeg publishing H.264 (1 s GOPs, so one fragment per second) and AAC to ``url``."""
-    pace = ["-re"] if realtime else []
     return [
-        *pace,
-        "-f",
-        "lavfi",
-        "-t",
-        str(seconds),
-        "-i",
-        "testsrc2=size=160x90:rate=25",
-        *pace,
-        "-f",
-        "lavfi",
-        "-t",
-        str(seconds),
-        "-i",
-        "sine=f=440:sample_rate=48000",
+        *lavfi_inputs(seconds, realtime=realtime),
         "-c:v",
         "libx264",
         "-preset",
