@@ -29,10 +29,10 @@ from media.flv import FlvError
 from media.model import Fragment, Sample, Track
 from media.opus import packet_duration
 
-AUDIO_ONLY = Fraction(2)  # seconds per audio fragment when the stream has no video
-AUDIO_RESYNC = Fraction(1, 5)  # seconds of drift between counted samples and timestamps
-MAX_FRAGMENT = Fraction(20)  # seconds: a fragment is cut without a keyframe beyond this
-MAX_AUDIO_LAG = Fraction(10)  # seconds audio waits for a video cut before cutting on its own
+AUDIO_ONLY = 2  # seconds per audio fragment when the stream has no video
+AUDIO_RESYNC_DIVISOR = 5  # a fifth of a second of drift between counted samples and timestamps
+MAX_FRAGMENT = 20 * VIDEO_TIMESCALE  # ticks: a fragment is cut without a keyframe beyond this
+MAX_AUDIO_LAG = 10  # seconds audio waits for a video cut before cutting on its own
 MAX_TIED_FRAMES = 16  # consecutive video frames that may share one decode time
 MAX_TIE_BACK = VIDEO_TIMESCALE  # ticks a video decode time may step back (then held and spread)
 
@@ -70,7 +70,7 @@ class FlvReceiver:
     stream ``name_2``), so renditions of an ABR set keep their tracks apart."""
 
     def __init__(self, suffix: str, target: Fraction, *, max_fragment_bytes: int) -> None:
-        self.target = target
+        self.target_ticks = -(-target.numerator * VIDEO_TIMESCALE // target.denominator)
         self.max_fragment_bytes = max_fragment_bytes
         self.video = _TrackState("video", f"video{suffix}")
         self.audio = _TrackState("audio", f"audio{suffix}")
@@ -128,9 +128,9 @@ class FlvReceiver:
         elif frames:
             _spread_ties(frames, time)
             frames[-1].duration = time - frames[-1].time
-            opened = Fraction(time - frames[0].time, VIDEO_TIMESCALE)
+            opened = time - frames[0].time
             if (
-                (packet.keyframe and opened >= self.target)
+                (packet.keyframe and opened >= self.target_ticks)
                 or opened >= MAX_FRAGMENT
                 or state.size + len(data) > self.max_fragment_bytes
             ):
@@ -161,24 +161,28 @@ class FlvReceiver:
         duration = packet_duration(packet.data) if track.codec == "Opus" else state.frame_duration
         actual = time_ms * track.timescale // 1000
         time = actual if state.next_time is None else state.next_time
-        drift = Fraction(actual - time, track.timescale)
-        if drift > AUDIO_RESYNC:
+        drift = actual - time
+        resync = track.timescale // AUDIO_RESYNC_DIVISOR
+        if drift > resync:
             # Samples are missing (the encoder dropped audio): continue at the timestamp, after a gap.
             events += self._emit(state, len(state.frames))
             time = actual
-        elif drift < -AUDIO_RESYNC:
+        elif drift < -resync:
             state.dropped += 1  # more audio than the timestamps leave room for
             return events
         state.frames.append(_Frame(time, packet.data, duration=duration))
         state.size += len(packet.data)
         state.next_time = time + duration
-        opened = Fraction(state.next_time - state.frames[0].time, track.timescale)
+        opened = state.next_time - state.frames[0].time
         if self.video.track is None:
-            if opened >= max(self.target, AUDIO_ONLY):
+            threshold = max(self.target_ticks, AUDIO_ONLY * VIDEO_TIMESCALE)  # video ticks
+            if opened * VIDEO_TIMESCALE >= threshold * track.timescale:
                 events += self._emit(state, len(state.frames))
         else:
             events += self._audio_cuts()
-        if state.frames and (opened >= MAX_AUDIO_LAG or state.size > self.max_fragment_bytes):
+        if state.frames and (
+            opened >= MAX_AUDIO_LAG * track.timescale or state.size > self.max_fragment_bytes
+        ):
             events += self._emit(state, len(state.frames))  # video is far behind or gone
         return events
 

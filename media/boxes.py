@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 import struct
 import uuid
 from collections.abc import Callable, Iterator
@@ -1473,14 +1474,22 @@ class TrackRun(Box):
             out += (self.data_offset or 0).to_bytes(4, "big", signed=True)
         if self.flags & TRUN_FIRST_SAMPLE_FLAGS:
             out += (self.first_sample_flags or 0).to_bytes(4, "big")
-        for s in self.samples:
-            for name, bit in self._FIELDS:
-                if self.flags & bit:
-                    value = getattr(s, name)
-                    if value is None:
-                        raise BoxError(f"trun sample lacks {name} although flags announce it", path="trun")
-                    signed = name == "composition_offset" and self.version == 1
-                    out += value.to_bytes(4, "big", signed=signed)
+        names = [name for name, bit in self._FIELDS if self.flags & bit]
+        if not names:
+            return bytes(out)
+        signed = "i" if self.version == 1 else "I"
+        row = struct.Struct(">" + "".join(signed if n == "composition_offset" else "I" for n in names))
+        values = operator.attrgetter(*names)
+        try:
+            if len(names) == 1:
+                out += b"".join(row.pack(values(s)) for s in self.samples)
+            else:
+                out += b"".join(row.pack(*values(s)) for s in self.samples)
+        except struct.error as exc:
+            missing = next((n for n in names for e in self.samples if getattr(e, n) is None), None)
+            if missing is None:
+                raise BoxError(f"trun sample field out of range: {exc}", path="trun") from exc
+            raise BoxError(f"trun sample lacks {missing} although flags announce it", path="trun") from exc
         return bytes(out)
 
     def describe(self) -> str:

@@ -23,23 +23,31 @@ from storage.store import Store
 
 
 class DiskStore(Store):
+    """Writes run as one blocking call in a worker thread: one hop off the event loop per object,
+    not one per system call (ingest stores several objects per fragment). Reads use aiofiles."""
+
     def __init__(self, root: str | Path, *, fsync: bool = True) -> None:
         self.root = Path(root).resolve()
         self.fsync = fsync
         self.root.mkdir(parents=True, exist_ok=True)
+        self._folders: set[Path] = set()  # known to exist (forgotten on any delete)
 
     def describe(self) -> str:
         return f"disk:{self.root}"
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if path != self.root and self.root not in path.parents:
-            raise StorageError(f"key {key!r} escapes the content root")
-        return path
+        """The file of ``key``. Keys are relative, ``/``-separated names without ``.`` or ``..``
+        segments (:mod:`storage.keys` makes only such keys); anything else is refused."""
+        parts = key.split("/")
+        if not key or any(p in ("", ".", "..") or "\0" in p for p in parts):
+            raise StorageError(f"key {key!r} is not a plain relative name")
+        return self.root.joinpath(*parts)
 
     def _make_parents(self, folder: Path) -> None:
         """Create ``folder`` and missing parents; with fsync, make each new entry durable in its
         parent, so a power loss cannot drop the folder of an acknowledged object."""
+        if folder in self._folders:
+            return
         missing = []
         while not folder.is_dir():
             missing.append(folder)
@@ -48,23 +56,31 @@ class DiskStore(Store):
             new.mkdir(exist_ok=True)
             if self.fsync:
                 _fsync_dir(new.parent)
+        self._folders.update(missing)
+        self._folders.add(folder)
 
     async def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
+        try:
+            await asyncio.to_thread(self._put, path, data)
+        except OSError as exc:
+            raise StorageError(f"writing {key!r}: {exc.strerror or exc}") from exc
+
+    def _put(self, path: Path, data: bytes) -> None:
+        self._make_parents(path.parent)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
-            await asyncio.to_thread(self._make_parents, path.parent)
-            async with aiofiles.open(tmp, "wb") as f:
-                await f.write(data)
-                await f.flush()
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
                 if self.fsync:
-                    await asyncio.to_thread(os.fsync, f.fileno())
-            await aiofiles.os.replace(tmp, path)
-            if self.fsync:  # the rename itself must survive a power loss
-                await asyncio.to_thread(_fsync_dir, path.parent)
-        except OSError as exc:
-            await asyncio.to_thread(tmp.unlink, missing_ok=True)
-            raise StorageError(f"writing {key!r}: {exc.strerror or exc}") from exc
+                    os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+        if self.fsync:  # the rename itself must survive a power loss
+            _fsync_dir(path.parent)
 
     async def get(self, key: str) -> bytes:
         try:
@@ -75,23 +91,26 @@ class DiskStore(Store):
         except OSError as exc:
             raise StorageError(f"reading {key!r}: {exc.strerror or exc}") from exc
 
-    async def append(self, key: str, data: bytes) -> None:
+    async def append(self, key: str, data: bytes, *, initial: bytes = b"") -> None:
         path = self._path(key)
         try:
-            await asyncio.to_thread(self._make_parents, path.parent)
-            created = not await aiofiles.os.path.exists(path)
-            async with aiofiles.open(path, "ab") as f:
-                await f.write(data)
-                await f.flush()
-                if self.fsync:
-                    await asyncio.to_thread(os.fsync, f.fileno())
-            if created and self.fsync:
-                await asyncio.to_thread(_fsync_dir, path.parent)
+            await asyncio.to_thread(self._append, path, data, initial)
         except OSError as exc:
             raise StorageError(f"appending to {key!r}: {exc.strerror or exc}") from exc
 
+    def _append(self, path: Path, data: bytes, initial: bytes) -> None:
+        self._make_parents(path.parent)
+        with open(path, "ab") as f:
+            created = f.tell() == 0
+            f.write(initial + data if created else data)  # one write: the magic never comes alone
+            f.flush()
+            if self.fsync:
+                os.fsync(f.fileno())
+        if created and self.fsync:
+            _fsync_dir(path.parent)
+
     async def exists(self, key: str) -> bool:
-        return await aiofiles.os.path.isfile(self._path(key))
+        return await asyncio.to_thread(self._path(key).is_file)
 
     async def list(self, prefix: str) -> builtins.list[str]:
         return await asyncio.to_thread(self._list, prefix)
@@ -110,6 +129,7 @@ class DiskStore(Store):
 
     async def delete(self, key: str) -> bool:
         path = self._path(key)
+        self._folders.clear()
         try:
             await aiofiles.os.remove(path)
         except FileNotFoundError:
@@ -129,7 +149,8 @@ class DiskStore(Store):
             folder = folder.parent
 
     async def delete_prefix(self, prefix: str) -> int:
-        base = self._path(prefix.rstrip("/"))
+        self._folders.clear()
+        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
         if base == self.root:
             raise StorageError("refusing to delete the whole content root")
         count = len(await self.list(prefix))

@@ -128,11 +128,7 @@ class PointStore:
         entry = TimelineEntry(
             fragment.decode_time, fragment.duration, len(fragment.data), wallclock_ms, flags
         )
-        index_key = pid.index_key(fragment.track)
-        if await self.store.exists(index_key):
-            await self.store.append(index_key, encode_entry(entry))
-        else:  # created whole, so an index never lacks its magic
-            await self.store.put(index_key, MAGIC + encode_entry(entry))
+        await self.store.append(pid.index_key(fragment.track), encode_entry(entry), initial=MAGIC)
         return entry
 
     async def read_fragment(self, pid: PointId, track: str, decode_time: int) -> bytes:

@@ -22,8 +22,9 @@ class Store(ABC):
         """The object's bytes; :class:`~storage.errors.KeyNotFound` if there is none."""
 
     @abstractmethod
-    async def append(self, key: str, data: bytes) -> None:
-        """Add ``data`` at the end of the object, creating it if needed."""
+    async def append(self, key: str, data: bytes, *, initial: bytes = b"") -> None:
+        """Add ``data`` at the end of the object, creating it if needed, with ``initial`` before
+        ``data`` when it does (a file magic)."""
 
     @abstractmethod
     async def exists(self, key: str) -> bool: ...

@@ -135,6 +135,8 @@ class RtmpServer:
         self.apps = parse_app_paths(settings.ingest.rtmp_apps)
         self.servers: list[asyncio.Server] = []
         self.tasks: set[asyncio.Task[None]] = set()
+        self.connections: set[Connection] = set()
+        self._watch: asyncio.Task[None] | None = None
         self.active: dict[tuple[PointId, str], list[Publish]] = {}  # publishers per (point, stream)
         self.per_point: dict[PointId, int] = {}  # publishers per point
         self.offsets: weakref.WeakKeyDictionary[PublishingPoint, int] = weakref.WeakKeyDictionary()
@@ -148,6 +150,7 @@ class RtmpServer:
             server = await asyncio.start_server(self._accept, address[0], address[1], limit=READ_SIZE)
             self.servers.append(server)
             opened.append(_bound(server, "rtmp"))
+        self._watch = asyncio.ensure_future(self._close_on_shutdown())
         tls_address = self.settings.rtmps_address
         if tls_address is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -164,10 +167,22 @@ class RtmpServer:
             opened.append(_bound(server, "rtmps"))
         return opened
 
-    async def stop(self, timeout: float) -> None:
-        """Stop listening; connections store what they buffered and close (``registry.closed``)."""
+    async def _close_on_shutdown(self) -> None:
+        """When the server starts stopping (``registry.closed``), stop listening and close every
+        connection; each stores what it buffered first."""
+        await self.registry.closed.wait()
         for server in self.servers:
             server.close()
+        for connection in list(self.connections):
+            connection.evict("the server is shutting down")
+
+    async def stop(self, timeout: float) -> None:
+        """Close the listeners and connections (the registry stops taking ingest), wait up to
+        ``timeout`` for the connections to finish storing, then cancel the rest."""
+        self.registry.closed.set()
+        await self._close_on_shutdown()
+        if self._watch is not None:
+            self._watch.cancel()
         if self.tasks:
             _, pending = await asyncio.wait(self.tasks, timeout=timeout)
             for task in pending:
@@ -189,9 +204,14 @@ class RtmpServer:
             writer.close()
             return
         self.tasks.add(task)
+        connection = Connection(self, reader, writer)
+        self.connections.add(connection)
         try:
-            await Connection(self, reader, writer).run()
+            if self.registry.closed.is_set():
+                connection.evict("the server is shutting down")
+            await connection.run()
         finally:
+            self.connections.discard(connection)
             self.tasks.discard(task)
 
     # -- publishes ------------------------------------------------------------------------------
@@ -347,9 +367,6 @@ class Connection:
         try:
             while not self.closing:
                 data = await self._read()
-                if data is None:
-                    reason = "the server is shutting down"
-                    break
                 if not data:
                     break
                 for ev in self.session.receive(data):
@@ -371,9 +388,10 @@ class Connection:
         finally:
             await self._finish_all(reason, level)
 
-    async def _read(self) -> bytes | None:
-        """The next piece from the socket; ``None`` when the server stops. Times out when the
-        encoder sends nothing (handshake and publish must finish in ``rtmp_handshake_timeout``)."""
+    async def _read(self) -> bytes:
+        """The next piece from the socket (empty at its end). Times out when the encoder sends
+        nothing (handshake and publish must finish in ``rtmp_handshake_timeout``). A stopping
+        server ends the connection from outside (:meth:`evict`)."""
         ingest = self.server.ingest
         if self.published:
             timeout = ingest.read_timeout
@@ -386,23 +404,11 @@ class Connection:
             )
             if timeout <= 0:  # checked before each read: a peer that keeps talking is no exception
                 raise TimeoutError(what)
-        read = asyncio.ensure_future(self.reader.read(READ_SIZE))
-        closing = asyncio.ensure_future(self.server.registry.closed.wait())
         try:
-            done, _ = await asyncio.wait(
-                {read, closing}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-        except asyncio.CancelledError:
-            read.cancel()
-            raise
-        finally:
-            closing.cancel()
-        if read in done:
-            return read.result()
-        read.cancel()
-        if closing in done:
-            return None
-        raise TimeoutError(what)
+            async with asyncio.timeout(timeout):
+                return await self.reader.read(READ_SIZE)
+        except TimeoutError:
+            raise TimeoutError(what) from None
 
     async def _flush(self) -> None:
         """Send the session's replies; a peer that does not read them is dropped after
