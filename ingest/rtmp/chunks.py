@@ -116,7 +116,9 @@ class ChunkReader:
         buf = self._buffer
         try:
             while True:
-                used, message = self._chunk(buf, pos)
+                used, message = self._continuation(buf, pos)
+                if used < 0:
+                    used, message = self._chunk(buf, pos)
                 if not used:
                     break
                 pos += used
@@ -133,6 +135,36 @@ class ChunkReader:
             del buf[:pos]
             self.offset += pos
         return messages
+
+    def _continuation(self, buf: bytearray, pos: int) -> tuple[int, Message | None]:
+        """The common case, quickly: format-3 chunks continuing a message, without an extended
+        timestamp, as many in a row as the buffer holds. (bytes used, completed message); (0, None)
+        when the chunk is incomplete; (-1, None) when it is anything else."""
+        if pos >= len(buf):
+            return 0, None
+        first = buf[pos]
+        state = self._streams.get(first & 0x3F) if first >= 0xC2 else None
+        if state is None or not state.payload or state.extended:
+            return -1, None
+        payload = state.payload
+        length, size, end = state.length, self.chunk_size, len(buf)
+        used = 0
+        while True:  # this message's chunks back to back: one call for all of them
+            take = min(size, length - len(payload))
+            if pos + used + 1 + take > end:
+                return used, None
+            if self._partial + take > 2 * self.max_message_size:
+                return used or -1, None  # the general path raises the error
+            payload += buf[pos + used + 1 : pos + used + 1 + take]
+            self._partial += take
+            used += 1 + take
+            if len(payload) == length:
+                break
+            if pos + used >= end or buf[pos + used] != first:
+                return used, None
+        self._partial -= length
+        state.payload = bytearray()
+        return used, Message(state.type_id, state.stream_id, state.timestamp, bytes(payload), first & 0x3F)
 
     def _chunk(self, buf: bytearray, pos: int) -> tuple[int, Message | None]:
         """Parse one chunk at ``pos``: (bytes used, completed message); (0, None) if incomplete."""
