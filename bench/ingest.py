@@ -195,6 +195,8 @@ def main() -> None:
                 root,
                 "--http",
                 f"127.0.0.1:{port}",
+                "--rtmp",
+                "",
                 "--set",
                 "log.level=warning",
             ],

@@ -375,7 +375,7 @@ def main() -> None:
             port = free_port()
             argv = [
                 sys.executable, "-m", "origin.cli", "serve", "--root", str(root),
-                "--http", f"127.0.0.1:{port}", "--set", "log.level=warning",
+                "--http", f"127.0.0.1:{port}", "--rtmp", "", "--set", "log.level=warning",
             ]  # fmt: skip
             headwater = start("headwater", argv, port, "/healthz")
             servers.append(headwater)
