@@ -4,12 +4,13 @@ decoder configuration record (RTMP), and reading the codec description out of a 
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from media import av1
 from media.aac import AudioSpecificConfig
-from media.bmff import Cursor
+from media.bmff import Cursor, write_header
 from media.boxes import (
     AudioSampleEntry,
     AV1CodecConfigurationBox,
@@ -449,10 +450,16 @@ def write_fragment(
             ),
         ]
     )
-    moof_size = len(bytes(moof))
-    trun.data_offset = moof_size + 8
-    mdat = MediaDataBox(payload)
-    return bytes(moof) + bytes(mdat)
+    # Written once, then the data offset (the trun is the last box, its offset field 16 bytes in)
+    # patched to point just past the mdat header.
+    out = bytearray(bytes(moof))
+    mdat = write_header(b"mdat", len(payload))
+    trun_start = len(out) - (20 + 16 * len(samples))
+    assert out[trun_start + 4 : trun_start + 8] == b"trun"
+    struct.pack_into(">i", out, trun_start + 16, len(out) + len(mdat))
+    out += mdat
+    out += payload
+    return bytes(out)
 
 
 def fragment_boxes(data: bytes) -> tuple[MovieFragmentBox, MediaDataBox]:

@@ -52,6 +52,7 @@ from storage.keys import PointId
 log = logging.getLogger("headwater.rtmp")
 TAKEOVER_IDLE = 3.0  # seconds without media after which a publisher may be replaced by a new one
 TAKEOVER_WAIT = 10.0  # seconds a replaced publisher gets to store its buffered media
+WATCHDOG_PERIOD = 0.25  # seconds between checks for stalled connections
 TOKEN_QUERY = re.compile(r"([?&]t=)[^&/]*")
 
 RENDITION = re.compile(r"(?P<base>.+)_(?P<number>\d{1,2})")
@@ -137,6 +138,7 @@ class RtmpServer:
         self.tasks: set[asyncio.Task[None]] = set()
         self.connections: set[Connection] = set()
         self._watch: asyncio.Task[None] | None = None
+        self._dog: asyncio.Task[None] | None = None
         self.active: dict[tuple[PointId, str], list[Publish]] = {}  # publishers per (point, stream)
         self.per_point: dict[PointId, int] = {}  # publishers per point
         self.offsets: weakref.WeakKeyDictionary[PublishingPoint, int] = weakref.WeakKeyDictionary()
@@ -151,6 +153,7 @@ class RtmpServer:
             self.servers.append(server)
             opened.append(_bound(server, "rtmp"))
         self._watch = asyncio.ensure_future(self._close_on_shutdown())
+        self._dog = asyncio.ensure_future(self._watchdog())
         tls_address = self.settings.rtmps_address
         if tls_address is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -167,6 +170,18 @@ class RtmpServer:
             opened.append(_bound(server, "rtmps"))
         return opened
 
+    async def _watchdog(self) -> None:
+        """Close connections that stalled: no publish within the handshake timeout, or a read that
+        waited longer than ``ingest.read_timeout``. One timer for all connections, checked four
+        times a second."""
+        while True:
+            await asyncio.sleep(WATCHDOG_PERIOD)
+            now = time.monotonic()
+            for connection in list(self.connections):
+                reason = connection.overdue(now)
+                if reason and not connection.ending:
+                    connection.evict(reason, logging.WARNING)
+
     async def _close_on_shutdown(self) -> None:
         """When the server starts stopping (``registry.closed``), stop listening and close every
         connection; each stores what it buffered first."""
@@ -181,8 +196,9 @@ class RtmpServer:
         ``timeout`` for the connections to finish storing, then cancel the rest."""
         self.registry.closed.set()
         await self._close_on_shutdown()
-        if self._watch is not None:
-            self._watch.cancel()
+        for task in (self._watch, self._dog):
+            if task is not None:
+                task.cancel()
         if self.tasks:
             _, pending = await asyncio.wait(self.tasks, timeout=timeout)
             for task in pending:
@@ -358,6 +374,8 @@ class Connection:
         self.started = time.monotonic()
         self.published = False  # a publish was accepted: from then on, read_timeout applies
         self.closing = ""  # why the server ends the connection itself
+        self.closing_level = logging.INFO
+        self.reading_since: float | None = None  # when the read in progress began
         self.ending = False  # the read loop ended: publishes are being finished
         self.done = asyncio.Event()  # set once the connection's publishes are finished
 
@@ -374,7 +392,8 @@ class Connection:
                 await self._flush()
                 if self.session.error is not None:
                     raise self.session.error
-            reason = self.closing or reason
+            if self.closing:
+                reason, level = self.closing, self.closing_level
         except (RtmpError, MediaError, Refused) as exc:
             reason, level = str(exc), logging.WARNING
         except BackwardsTimestamp as exc:
@@ -389,26 +408,27 @@ class Connection:
             await self._finish_all(reason, level)
 
     async def _read(self) -> bytes:
-        """The next piece from the socket (empty at its end). Times out when the encoder sends
-        nothing (handshake and publish must finish in ``rtmp_handshake_timeout``). A stopping
-        server ends the connection from outside (:meth:`evict`)."""
+        """The next piece from the socket (empty at its end). The server's watchdog ends reads that
+        wait too long (:meth:`RtmpServer._watchdog`), and a stopping server ends the connection
+        from outside (:meth:`evict`): no timer per read."""
+        self.reading_since = time.monotonic()
+        try:
+            return await self.reader.read(READ_SIZE)
+        finally:
+            self.reading_since = None
+
+    def overdue(self, now: float) -> str:
+        """Why the watchdog should close this connection now, or ""."""
         ingest = self.server.ingest
-        if self.published:
-            timeout = ingest.read_timeout
-            what = f"no data from the encoder for {timeout:g} s (ingest.read_timeout)"
-        else:
-            timeout = ingest.rtmp_handshake_timeout - (time.monotonic() - self.started)
-            what = (
+        if not self.published and now - self.started > ingest.rtmp_handshake_timeout:
+            return (
                 f"no publish within {ingest.rtmp_handshake_timeout:g} s of connecting "
                 "(ingest.rtmp_handshake_timeout)"
             )
-            if timeout <= 0:  # checked before each read: a peer that keeps talking is no exception
-                raise TimeoutError(what)
-        try:
-            async with asyncio.timeout(timeout):
-                return await self.reader.read(READ_SIZE)
-        except TimeoutError:
-            raise TimeoutError(what) from None
+        waiting = self.reading_since
+        if self.published and waiting is not None and now - waiting > ingest.read_timeout:
+            return f"no data from the encoder for {ingest.read_timeout:g} s (ingest.read_timeout)"
+        return ""
 
     async def _flush(self) -> None:
         """Send the session's replies; a peer that does not read them is dropped after
@@ -538,9 +558,10 @@ class Connection:
             dropped=publish.dropped + publish.receiver.video.dropped + publish.receiver.audio.dropped,
         )
 
-    def evict(self, reason: str) -> None:
-        """Close this connection from outside (a publisher taking over its stream)."""
-        self.closing = reason
+    def evict(self, reason: str, level: int = logging.INFO) -> None:
+        """Close this connection from outside (the watchdog, a publisher taking over its stream, a
+        stopping server); ``level`` is that of its ``rtmp.closed`` line."""
+        self.closing, self.closing_level = reason, level
         self.ending = True
         self.writer.transport.abort()
 
