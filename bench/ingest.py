@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,14 +24,11 @@ from pathlib import Path
 import httpx
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from bench.procs import free_port, process_tree  # noqa: E402
+
 CHUNK = 64 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def make_stream(path: Path, seconds: int) -> None:
@@ -89,14 +85,6 @@ def make_stream(path: Path, seconds: int) -> None:
         ],
         check=True,
     )
-
-
-def process_tree(pid: int) -> list[int]:
-    """The process and its descendants (``python -m hypercorn`` serves from a child process)."""
-    pids = [pid]
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        pids += process_tree(int(child))
-    return pids
 
 
 def cpu_seconds(pid: int) -> float:
@@ -238,5 +226,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(HERE.parent))
     main()

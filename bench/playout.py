@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,10 @@ from pathlib import Path
 import httpx
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from bench.procs import free_port, process_tree  # noqa: E402
+
 REPO = HERE.parent
 POINT = "bench/ch"
 SECONDS = 30
@@ -47,26 +50,6 @@ PLAYLIST_GOAL = 0.8  # cached playlist req/s, headwater / bare hypercorn
 COLD_TS_GOAL_MS = 20.0
 # Headers every server adds itself: the bare app and nginx copy the rest of Headwater's.
 OWN_HEADERS = {"date", "server", "content-length", "connection", "transfer-encoding"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def process_tree(pid: int) -> list[int]:
-    """The process and its descendants (``python -m hypercorn`` serves from a child process, nginx
-    from worker processes)."""
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return []
-    pids = [pid]
-    for child in children:
-        pids += process_tree(int(child))
-    return pids
 
 
 def cpu_seconds(pid: int) -> float:
@@ -456,5 +439,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
     main()

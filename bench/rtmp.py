@@ -51,6 +51,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.procs import free_port, process_tree  # noqa: E402
 from ingest.rtmp.chunks import ChunkReader  # noqa: E402
 from media.cmaf import read_fragment  # noqa: E402
 from tests.rtmp_client import Publisher, Tag, read_flv, statuses  # noqa: E402
@@ -74,13 +75,6 @@ finally:
     profiler.dump_stats(sys.argv[1])
 """
 LAG_LIMIT = 2.0  # seconds of media a stream may lag (one fragment) before the run says "not real time"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # -- the stream ---------------------------------------------------------------------------------
@@ -144,18 +138,6 @@ def load_media(path: Path) -> Media:
 
 
 # -- processes ----------------------------------------------------------------------------------
-
-
-def process_tree(pid: int) -> list[int]:
-    """The process and its descendants (nginx serves from a worker process)."""
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return []
-    pids = [pid]
-    for child in children:
-        pids += process_tree(int(child))
-    return pids
 
 
 def cpu_seconds(pids: list[int]) -> float:
