@@ -487,7 +487,7 @@ class Connection:
                 "rtmp.rejected",
                 logging.WARNING,
                 peer=self.peer,
-                app=self.app,
+                app=_redacted(self.app),
                 stream=ev.name.partition("?")[0],
                 code=exc.code,
                 reason=exc.reason,
