@@ -12,7 +12,6 @@ memory. The Headwater/bare ratios are the figures to compare across machines.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import httpx
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from bench.procs import free_port, process_tree  # noqa: E402
+from bench.procs import cpu_seconds, free_port, process_tree  # noqa: E402
 
 CHUNK = 64 * 1024
 
@@ -87,14 +86,6 @@ def make_stream(path: Path, seconds: int) -> None:
     )
 
 
-def cpu_seconds(pid: int) -> float:
-    total = 0
-    for p in process_tree(pid):
-        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def peak_rss_mib(pid: int) -> float:
     """The largest peak resident size among the tree's processes."""
     peak = 0
@@ -129,7 +120,7 @@ def measure(
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_ready(f"http://127.0.0.1:{port}/probe.isml", proc)
-        cpu0 = cpu_seconds(proc.pid)
+        cpu0 = cpu_seconds(process_tree(proc.pid))
         start = time.perf_counter()
         with httpx.Client(timeout=120) as client:
             for run in range(runs):
@@ -138,7 +129,7 @@ def measure(
                 if answer.status_code != 200:
                     raise SystemExit(f"{name}: {answer.status_code} {answer.text}")
         elapsed = time.perf_counter() - start
-        cpu = cpu_seconds(proc.pid) - cpu0
+        cpu = cpu_seconds(process_tree(proc.pid)) - cpu0
         rss = peak_rss_mib(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -22,7 +22,6 @@ Needs ffmpeg, nginx and wrk (Debian: ``apt-get install -y --no-install-recommend
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
@@ -41,7 +40,7 @@ import httpx
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from bench.procs import free_port, process_tree  # noqa: E402
+from bench.procs import cpu_seconds, free_port, process_tree, stop_tree  # noqa: E402
 
 REPO = HERE.parent
 POINT = "bench/ch"
@@ -50,17 +49,6 @@ PLAYLIST_GOAL = 0.8  # cached playlist req/s, headwater / bare hypercorn
 COLD_TS_GOAL_MS = 20.0
 # Headers every server adds itself: the bare app and nginx copy the rest of Headwater's.
 OWN_HEADERS = {"date", "server", "content-length", "connection", "transfer-encoding"}
-
-
-def cpu_seconds(pid: int) -> float:
-    total = 0
-    for p in process_tree(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -75,20 +63,7 @@ class Server:
 
     def stop(self) -> None:
         """Signal the whole tree, wait, then kill whatever is left (only processes started here)."""
-        pids = process_tree(self.proc.pid)
-        if self.proc.poll() is None:
-            self.proc.send_signal(self.stop_signal)
-        for pid in pids[1:]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        for pid in pids[1:]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        stop_tree(self.proc, self.stop_signal, timeout=15, children_signal=signal.SIGTERM)
 
 
 def start(
@@ -176,7 +151,7 @@ class Loads:
 
 
 def wrk(server: Server, path: str, args: argparse.Namespace) -> Load:
-    cpu0 = cpu_seconds(server.proc.pid)
+    cpu0 = cpu_seconds(process_tree(server.proc.pid))
     out = subprocess.run(
         ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s", server.url(path)],
         capture_output=True,
@@ -184,7 +159,7 @@ def wrk(server: Server, path: str, args: argparse.Namespace) -> Load:
         check=True,
         timeout=args.duration + 30,
     ).stdout
-    cpu = cpu_seconds(server.proc.pid) - cpu0
+    cpu = cpu_seconds(process_tree(server.proc.pid)) - cpu0
     found = re.search(r"Requests/sec:\s+([\d.]+)", out)
     total = re.search(r"(\d+) requests in", out)
     if found is None or total is None:

@@ -1,8 +1,12 @@
-"""What the benchmarks share: a free loopback port, and a process's tree (for CPU and memory)."""
+"""What the benchmarks share: a free loopback port, a process's tree, its CPU time, stopping it."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
+import subprocess
 from pathlib import Path
 
 
@@ -24,3 +28,41 @@ def process_tree(pid: int) -> list[int]:
     for child in children:
         pids += process_tree(int(child))
     return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of these processes (those already gone count for nothing)."""
+    total = 0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def stop_tree(
+    proc: subprocess.Popen[bytes],
+    stop_signal: signal.Signals,
+    *,
+    timeout: float,
+    children_signal: signal.Signals | None = None,
+) -> None:
+    """Signal a process (and its children, with ``children_signal``), wait up to ``timeout``, then
+    kill whatever of the tree is left: only processes the benchmark started."""
+    pids = process_tree(proc.pid)
+    if proc.poll() is None:
+        proc.send_signal(stop_signal)
+    if children_signal is not None:
+        for pid in pids[1:]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, children_signal)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+    for pid in pids[1:]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

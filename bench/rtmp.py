@@ -51,7 +51,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.procs import free_port, process_tree  # noqa: E402
+from bench.procs import cpu_seconds, free_port, process_tree, stop_tree  # noqa: E402
 from ingest.rtmp.chunks import ChunkReader  # noqa: E402
 from media.cmaf import read_fragment  # noqa: E402
 from tests.rtmp_client import Publisher, Tag, read_flv, statuses  # noqa: E402
@@ -140,17 +140,6 @@ def load_media(path: Path) -> Media:
 # -- processes ----------------------------------------------------------------------------------
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for p in pids:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def thread_cpu_seconds(pid: int) -> float:
     """CPU seconds of the process's main thread (Headwater's event loop)."""
     try:
@@ -199,17 +188,7 @@ class Server:
 
     def stop(self) -> None:
         """Signal the tree, wait, then kill what is left (only processes started here)."""
-        pids = process_tree(self.proc.pid)
-        if self.proc.poll() is None:
-            self.proc.send_signal(self.stop_signal)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        for pid in pids[1:]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        stop_tree(self.proc, self.stop_signal, timeout=60)
 
 
 def wait_listening(proc: subprocess.Popen[bytes], ports: list[int], name: str) -> None:
