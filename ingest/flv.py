@@ -81,10 +81,6 @@ class FlvReceiver:
     def tracks(self) -> list[Track]:
         return [s.track for s in (self.video, self.audio) if s.track is not None]
 
-    @property
-    def buffered(self) -> int:
-        return self.video.size + self.audio.size
-
     def metadata(self, values: Mapping[str, object]) -> None:
         """``onMetaData``: the bit rates it announces (kbit/s) label the tracks."""
         for kind, key in (("video", "videodatarate"), ("audio", "audiodatarate")):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ingest.rtmp import chunks
 from ingest.rtmp.chunks import ChunkReader, ChunkWriter, Message
-from media.amf0 import Value, decode_all, encode
+from media.amf0 import Value, command, decode_all
 
 AUDIO_CHUNK_STREAM = 4
 VIDEO_CHUNK_STREAM = 6
@@ -60,7 +60,7 @@ class Publisher:
 
     def command(self, name: str, *args: Value, stream_id: int = 0) -> bytes:
         self.txn += 1
-        body = encode(name, self.txn, *args)
+        body = command(name, self.txn, *args)
         return self.writer.write(Message(chunks.AMF0_COMMAND, stream_id, 0, body, COMMAND_CHUNK_STREAM))
 
     def set_chunk_size(self) -> bytes:

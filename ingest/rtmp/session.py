@@ -18,7 +18,7 @@ from ingest.rtmp import chunks
 from ingest.rtmp.chunks import ChunkReader, ChunkWriter, Message, u32_payload
 from ingest.rtmp.errors import RtmpError
 from ingest.rtmp.handshake import HandshakeError, ServerHandshake
-from media.amf0 import AmfError, Value, decode_all, encode
+from media.amf0 import AmfError, Value, command, decode_all
 
 WINDOW = 2_500_000  # Window Acknowledgement Size and peer bandwidth we announce (§5.4.4, §5.4.5)
 CONTROL_CHUNK_STREAM = 2  # §5.4: protocol control messages use chunk stream 2, message stream 0
@@ -164,10 +164,6 @@ class ServerSession:
             except RtmpError as exc:
                 self.error = exc
         return events
-
-    @property
-    def buffered(self) -> int:
-        return self.reader.buffered
 
     def _on_message(self, message: Message) -> list[Event]:
         type_id = message.type_id
@@ -375,11 +371,11 @@ class ServerSession:
         self._send(Message(type_id, 0, 0, payload, CONTROL_CHUNK_STREAM))
 
     def _call(self, name: str, txn: float, *args: Value) -> None:
-        self._send(Message(chunks.AMF0_COMMAND, 0, 0, encode(name, txn, *args), COMMAND_CHUNK_STREAM))
+        self._send(Message(chunks.AMF0_COMMAND, 0, 0, command(name, txn, *args), COMMAND_CHUNK_STREAM))
 
     def _status(self, stream_id: int, level: str, code: str, description: str) -> None:
         info: dict[str, Value] = {"level": level, "code": code, "description": description}
-        body = encode("onStatus", 0.0, None, info)
+        body = command("onStatus", 0.0, None, info)
         self._send(Message(chunks.AMF0_COMMAND, stream_id, 0, body, STATUS_CHUNK_STREAM))
 
 
