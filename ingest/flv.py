@@ -60,10 +60,6 @@ class _TrackState:
     frame_duration: int = 0  # AAC: ticks per frame
     dropped: int = 0
 
-    @property
-    def timescale(self) -> int:
-        return self.track.timescale if self.track else VIDEO_TIMESCALE
-
 
 class FlvReceiver:
     """One publish's audio and video. ``suffix`` ends the track names (``video_2``/``audio_2`` for the
