@@ -97,6 +97,7 @@ class PlayoutSettings:
 @dataclass(frozen=True)
 class StorageSettings:
     fsync: bool = True  # fsync every object before acknowledging it
+    purge_interval: float = 10.0  # seconds between archive purges (archive_length, archiving)
 
 
 @dataclass(frozen=True)

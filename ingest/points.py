@@ -8,6 +8,7 @@ before it is acknowledged.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hmac
 import itertools
 import logging
@@ -15,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from fractions import Fraction
 
 from conf.logs import event
 from ingest.errors import (
@@ -26,12 +28,28 @@ from ingest.errors import (
     Unauthorized,
 )
 from media.model import Fragment, Track
-from media.timeline import FLAG_DISCONTINUITY, FLAG_KEYFRAME, Timeline, Verdict
+from media.presentation import SegmentCutter, grouping_key
+from media.timeline import (
+    FLAG_DISCONTINUITY,
+    FLAG_KEYFRAME,
+    PurgeMark,
+    Timeline,
+    TimelineEntry,
+    Verdict,
+    is_utc,
+)
+from media.timerange import iso_utc
 from storage.keys import PointId
 from storage.points import PointState, PointStore, StateRecord
 from storage.server_manifest import PointOptions, ServerManifest
 
 log = logging.getLogger("headwater.ingest")
+
+PURGE_MARGIN_S = 30  # kept beyond the DVR window for requests in flight and players behind it
+PURGE_STEP_S = 30  # purge in steps of at least this much media (or 1% of what is kept)
+# How far the wall-clock time a run's timestamps predict may be from the ingest clock and still
+# continue the point's anchor (encoder buffering, audio and video arriving apart).
+ANCHOR_TOLERANCE_MS = 30_000
 
 
 def now_ms() -> int:
@@ -102,6 +120,7 @@ class PublishingPoint:
         self.deleted = False
         self._declare_lock = asyncio.Lock()
         self._state_lock = asyncio.Lock()
+        self._anchor_ms: int | None = None  # UTC at media time zero of the newest run
 
     @property
     def options(self) -> PointOptions:
@@ -117,7 +136,7 @@ class PublishingPoint:
             async with self._lock(track):
                 timeline = self._timelines.get(track)
                 if timeline is None:
-                    timeline = await self._points.load_timeline(self.pid, track)
+                    timeline = await self._points.load_timeline(self.pid, track, self.tracks[track].timescale)
                     self._timelines[track] = timeline
         return timeline
 
@@ -205,10 +224,11 @@ class PublishingPoint:
         restarted)."""
         self._check_live()
         track = self.tracks[fragment.track]
-        timeline = await self.timeline(fragment.track)
+        await self.timeline(fragment.track)
         tolerance = fragment.samples[0].duration if fragment.samples else 0
         async with self._lock(fragment.track), self._writes.writing():
             self._check_live()
+            timeline = self._timelines[fragment.track]  # a purge may have replaced it meanwhile
             verdict = timeline.check(fragment.decode_time, tolerance)
             stats = self.stats[fragment.track]
             if verdict is Verdict.DUPLICATE:
@@ -240,7 +260,8 @@ class PublishingPoint:
                     expected=timeline.end,
                     time=fragment.decode_time,
                 )
-            entry = await self._points.write_fragment(self.pid, fragment, now_ms(), flags)
+            wallclock = await self._wallclock(fragment, track, timeline, flags)
+            entry = await self._points.write_fragment(self.pid, fragment, wallclock, flags)
             timeline.add(entry)
             self.version += 1
             stats.stored += 1
@@ -256,6 +277,112 @@ class PublishingPoint:
                 size=entry.size,
             )
             return verdict
+
+    async def _wallclock(self, fragment: Fragment, track: Track, timeline: Timeline, flags: int) -> int:
+        """UTC milliseconds of the fragment's end: the encoder's own clock when its decode times
+        are UTC; otherwise the ingest clock, fixed for a run of fragments (from the first one after
+        a start or a break) and shared by every track, so all tracks and runs agree. A break whose
+        timestamps carry on where the wall clock says they should (an RTMP reconnect, an encoder
+        whose clock kept running) keeps the point's anchor; one whose clock jumped gets a new one."""
+        scale = track.timescale
+        end_ms = fragment.end_time * 1000 // scale
+        if is_utc(fragment.decode_time, scale):
+            return end_ms
+        last = timeline.last
+        if last is not None and not flags & FLAG_DISCONTINUITY:
+            return last.anchor_ms(scale) + end_ms
+        now = now_ms()
+        anchor = self._anchor_ms
+        if anchor is None:
+            anchor = await self._stored_anchor()
+        if anchor is None or abs(anchor + end_ms - now) > ANCHOR_TOLERANCE_MS:
+            anchor = now - end_ms
+        self._anchor_ms = anchor
+        return anchor + end_ms
+
+    async def _stored_anchor(self) -> int | None:
+        """The anchor of the newest stored fragment of any track (after a restart)."""
+        newest: tuple[int, int] | None = None
+        for name, track in self.tracks.items():
+            last = (await self.timeline(name)).last
+            if last is None or is_utc(last.decode_time, track.timescale):
+                continue
+            if newest is None or last.wallclock_ms > newest[0]:
+                newest = (last.wallclock_ms, last.anchor_ms(track.timescale))
+        return None if newest is None else newest[1]
+
+    def retention(self) -> int | None:
+        """Seconds of media the archive keeps behind the live edge, ``None`` for everything:
+        ``archive_length`` when archiving (0: no limit), only the DVR window when not, and never
+        less than the DVR window plus a margin for requests in flight."""
+        options = self.options
+        if options.archiving and not options.archive_length:
+            return None
+        keep = options.archive_length if options.archiving else 0
+        return max(keep, options.dvr_window_length) + PURGE_MARGIN_S
+
+    async def purge(self, groupings: list[Fraction | None]) -> int:
+        """Delete the fragments older than :meth:`retention` behind the newest one, in batches,
+        cutting only where a segment starts in every one of ``groupings`` (the ways the packagers
+        cut this point: ``None`` is one segment per fragment), so every manifest keeps its
+        segment names and HLS sequence numbers. Returns how many fragments went."""
+        keep = self.retention()
+        if keep is None or not self.tracks:
+            return 0
+        edges = []
+        for name, track in list(self.tracks.items()):
+            timeline = await self.timeline(name)
+            if timeline.entries:
+                edges.append(Fraction(timeline.end, track.timescale))
+        if not edges:
+            return 0
+        cutoff = max(edges) - keep
+        batch = max(Fraction(PURGE_STEP_S), Fraction(keep, 100))
+        removed = 0
+        for name, track in list(self.tracks.items()):
+            removed += await self._purge_track(name, track, cutoff, batch, groupings)
+        return removed
+
+    async def _purge_track(
+        self, name: str, track: Track, cutoff: Fraction, batch: Fraction, groupings: list[Fraction | None]
+    ) -> int:
+        scale = track.timescale
+        async with self._lock(name):
+            timeline = self._timelines[name]
+            entries = timeline.entries
+            if self.deleted or not entries or Fraction(entries[0].decode_time, scale) > cutoff - batch:
+                return 0
+            target = int(cutoff * scale)
+            prefix = Timeline(entries[: bisect.bisect_left(entries, target, key=_start) + 1], timeline.mark)
+            cuts = [_cut_points(prefix, scale, minimum) for minimum in groupings]
+            common = [t for t in cuts[0] if t <= target and all(t in c for c in cuts[1:])]
+            first = max(common, default=entries[0].decode_time)
+            index = bisect.bisect_left(entries, first, key=_start)
+            if index == 0:
+                return 0
+            mark = PurgeMark(
+                first,
+                timeline.mark.fragments + index,
+                tuple((grouping_key(m), *c[first]) for m, c in zip(groupings, cuts, strict=True)),
+            )
+            gone = [e.decode_time for e in entries[:index]]
+            kept = entries[index:]
+            async with self._writes.writing():
+                await self._points.purge(self.pid, name, mark, kept)
+            self._timelines[name] = Timeline(kept, mark)
+            self.version += 1
+        async with self._writes.writing():
+            await self._points.delete_fragments(self.pid, name, gone)
+        event(
+            log,
+            "archive.purged",
+            channel=str(self.pid),
+            track=name,
+            fragments=len(gone),
+            before=first,
+            timescale=scale,
+        )
+        return len(gone)
 
     async def end(self, tracks: list[str], reason: str) -> None:
         """The encoder signalled the end of these tracks; the point stops when all have ended."""
@@ -288,14 +415,22 @@ class PublishingPoint:
         return {
             "point": str(self.pid),
             "state": self.state.state.value,
-            "since": _iso(self.state.since_ms) if self.state.since_ms else None,
+            "since": iso_utc(self.state.since_ms) if self.state.since_ms else None,
             "options": self.options.as_text(redact=True),
             "tracks": tracks,
         }
 
 
-def _iso(ms: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
+def _start(entry: TimelineEntry) -> int:
+    return entry.decode_time
+
+
+def _cut_points(timeline: Timeline, timescale: int, minimum: Fraction | None) -> dict[int, tuple[int, int]]:
+    """Where segments of one grouping start in ``timeline``: time → (segment number,
+    discontinuities before it)."""
+    cutter = SegmentCutter(timescale, minimum or Fraction(0), every_fragment=minimum is None)
+    cutter.update(timeline)
+    return cutter.starts()
 
 
 class PointRegistry:
@@ -357,6 +492,27 @@ class PointRegistry:
         if expected and not any(hmac.compare_digest(given.encode(), t.encode()) for t in expected):
             reason = "a publish token is required (?t=...)" if not given else "the publish token is wrong"
             raise Unauthorized(f"publishing to {str(pid)!r}: {reason}")
+
+    async def purge_archives(self) -> int:
+        """One round of the archive purge over the points this process holds; a failure is
+        logged and the other points go on."""
+        removed = 0
+        for point in list(self._points.values()):
+            if point.deleted:
+                continue
+            options = point.options
+            groupings = list({options.hls_minimum_fragment_length, options.mpd_minimum_fragment_length, None})
+            try:
+                removed += await point.purge(groupings)
+            except Exception as exc:
+                event(log, "archive.purge_failed", logging.ERROR, channel=str(point.pid), exc=exc)
+        return removed
+
+    async def purge_forever(self, interval: float) -> None:
+        """Run :meth:`purge_archives` every ``interval`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            await self.purge_archives()
 
     async def may_ingest(self, pid: PointId) -> bool:
         return self.auto_create or await self.get(pid) is not None

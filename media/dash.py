@@ -7,9 +7,9 @@ import xml.etree.ElementTree as ET
 from fractions import Fraction
 
 from media import names
-from media.hls import iso_utc
 from media.model import TrackKind
 from media.presentation import Presentation, Segment, TrackView, runs
+from media.timerange import iso_utc
 
 NS = "urn:mpeg:dash:schema:mpd:2011"
 PROFILES = "urn:mpeg:dash:profile:isoff-live:2011,urn:com:dashif:dash264"
@@ -49,11 +49,12 @@ def _groups(p: Presentation) -> list[list[TrackView]]:
     return list(groups.values())
 
 
-def mpd(p: Presentation, stem: str, clock_url: str) -> str:
+def mpd(p: Presentation, stem: str, clock_url: str, query: str = "") -> str:
     """The MPD: dynamic while live, anchored at the epoch with the Period starting at the stream's
-    wall-clock anchor; static with the whole archive once the stream has ended."""
+    wall-clock anchor; static once the stream has ended (the whole archive) or for a sub-clip in
+    the past. Segment URLs carry ``query`` (the playout control parameters)."""
     root = ET.Element("MPD", xmlns=NS, profiles=PROFILES, minBufferTime=duration(2))
-    longest = max((v.target_duration for v in p.views if v.segments), default=2)
+    longest = max((v.target_duration for v in p.views if v.window), default=2)
     if p.live:
         root.set("type", "dynamic")
         root.set("availabilityStartTime", "1970-01-01T00:00:00Z")
@@ -64,13 +65,15 @@ def mpd(p: Presentation, stem: str, clock_url: str) -> str:
         period_start = Fraction(p.anchor_ms, 1000)
     else:
         root.set("type", "static")
-        ends = [Fraction(v.segments[-1].end, v.track.timescale) for v in p.views if v.segments]
-        starts = [Fraction(v.segments[0].time, v.track.timescale) for v in p.views if v.segments]
+        ends = [Fraction(v.window[-1].end, v.track.timescale) for v in p.views if v.window]
+        starts = [Fraction(v.window[0].time, v.track.timescale) for v in p.views if v.window]
         root.set("mediaPresentationDuration", duration(max(ends, default=0) - min(starts, default=0)))
         period_start = Fraction(0)
     earliest = min((Fraction(v.window[0].time, v.track.timescale) for v in p.views if v.window), default=0)
     period = ET.SubElement(root, "Period", id="1", start=duration(period_start))
     init, media = names.dash_templates(stem)
+    if query:
+        media += f"?{query}"
     for set_id, views in enumerate(_groups(p), start=1):
         first = views[0].track
         adaptation = ET.SubElement(

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import time as _time
 from fractions import Fraction
 
 from media import names
 from media.model import TrackKind
 from media.presentation import Presentation, TrackView
+from media.timerange import iso_utc
 
 VERSION = 6  # EXT-X-MAP in media playlists without I-frames needs version 6 (§4.4.4.5)
-
-
-def iso_utc(ms: int) -> str:
-    """``2026-11-21T10:00:00.000Z``: the date-time form of EXT-X-PROGRAM-DATE-TIME (§4.4.4.6)."""
-    return _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
 
 
 def _quoted(value: str) -> str:
@@ -95,10 +90,13 @@ def master(p: Presentation, stem: str, query: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def media(p: Presentation, view: TrackView, stem: str, *, fmp4: bool) -> str:
+def media(p: Presentation, view: TrackView, stem: str, *, fmp4: bool, query: str = "") -> str:
     """A media playlist: the window's segments, sliding while live (§6.2.2), with
-    EXT-X-PROGRAM-DATE-TIME at the start and after every discontinuity, ENDLIST once the stream
-    ended."""
+    EXT-X-PROGRAM-DATE-TIME at the start and after every discontinuity; a VOD playlist with
+    ENDLIST once the stream ended or for a sub-clip in the past; an EVENT playlist that starts
+    players at its beginning for a start-over (§4.4.3.5, §4.4.2.2). Segment URIs carry ``query``
+    (the playout control parameters), so segments resolve in the same presentation."""
+    suffix = f"?{query}" if query else ""
     track = view.track
     if track.kind is TrackKind.TEXT:
         fmp4 = track.codec == "stpp"  # IMSC1 is carried in fMP4, WebVTT as text segments
@@ -112,6 +110,11 @@ def media(p: Presentation, view: TrackView, stem: str, *, fmp4: bool) -> str:
         f"#EXT-X-DISCONTINUITY-SEQUENCE:{view.discontinuity_sequence}",
         "#EXT-X-INDEPENDENT-SEGMENTS",
     ]
+    if not p.live:
+        lines.insert(2, "#EXT-X-PLAYLIST-TYPE:VOD")
+    elif p.start_over:
+        lines.insert(2, "#EXT-X-PLAYLIST-TYPE:EVENT")
+        lines.append("#EXT-X-START:TIME-OFFSET=0,PRECISE=YES")
     if fmp4:
         lines.append(f"#EXT-X-MAP:URI={_quoted(names.init_segment(stem, track.name))}")
     kind = names.Kind.M4S if fmp4 else names.Kind.VTT if track.kind is TrackKind.TEXT else names.Kind.TS
@@ -119,9 +122,9 @@ def media(p: Presentation, view: TrackView, stem: str, *, fmp4: bool) -> str:
         if segment.discontinuity and segment is not first:
             lines.append("#EXT-X-DISCONTINUITY")
         if segment is first or segment.discontinuity:
-            lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{iso_utc(p.utc_ms(view, segment.time))}")
+            lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{iso_utc(view.utc_ms(segment))}")
         lines.append(f"#EXTINF:{_seconds(segment.duration, track.timescale)},")
-        lines.append(names.segment(stem, track.name, segment.time, kind))
+        lines.append(names.segment(stem, track.name, segment.time, kind) + suffix)
     if not p.live:
         lines.append("#EXT-X-ENDLIST")
     return "\n".join(lines) + "\n"

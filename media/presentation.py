@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from fractions import Fraction
+from typing import overload
 
 from media.model import Sample, Track, TrackKind
-from media.timeline import TimelineEntry
+from media.timeline import PurgeMark, Timeline, TimelineEntry
+from media.timerange import Control, ControlError, Instant, iso_utc
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,27 +46,34 @@ class SegmentCutter:
     A segment is whole fragments, at least ``minimum`` seconds, starting on a keyframe fragment; a
     gap always starts a new one. ``every_fragment`` makes each stored fragment its own segment
     (Smooth chunks). A closed segment lasts until the next one starts, which absorbs encoders whose
-    rounded ``trun`` durations leave sub-sample overlaps or gaps.
+    rounded ``trun`` durations leave sub-sample overlaps or gaps. Grouping is greedy from the first
+    stored fragment; the archive purge only removes whole segments of every grouping, so cutting
+    again from the new first fragment gives the same segments, numbered on from the purge mark.
     """
 
     def __init__(self, timescale: int, minimum: Fraction, *, every_fragment: bool = False) -> None:
         self.timescale = timescale
         self.floor = int(minimum * timescale)
         self.every_fragment = every_fragment
-        self._reset()
+        self.key = grouping_key(None if every_fragment else minimum)
+        self._reset(PurgeMark())
 
-    def _reset(self) -> None:
+    def _reset(self, mark: PurgeMark) -> None:
+        self.mark = mark
+        self.base, discontinuities = mark.base(self.key)
         self.closed: list[Segment] = []
         self.times: list[int] = []
-        self.discontinuities: list[int] = []  # segments 1..i that follow a gap
+        self.discontinuities: list[int] = []  # cumulative count of segments following a gap
+        self._discontinuity_base = discontinuities
         self.longest = 0
         self._group: list[TimelineEntry] = []
         self._consumed = 0
         self._all_keyframes = True
 
-    def update(self, entries: Sequence[TimelineEntry]) -> None:
-        if len(entries) < self._consumed:  # the timeline was replaced: start again
-            self._reset()
+    def update(self, timeline: Timeline) -> None:
+        entries = timeline.entries
+        if timeline.mark != self.mark or len(entries) < self._consumed:  # purged or replaced
+            self._reset(timeline.mark)
         for entry in entries[self._consumed :]:
             self._all_keyframes = self._all_keyframes and entry.keyframe
             if self._group and (
@@ -78,7 +87,7 @@ class SegmentCutter:
 
     def _segment(self, end: int) -> Segment:
         first = self._group[0]
-        number = len(self.closed)
+        number = self.base + len(self.closed)
         return Segment(
             number,
             first.decode_time,
@@ -89,15 +98,12 @@ class SegmentCutter:
 
     def _close(self, next_time: int | None) -> None:
         segment = self._segment(next_time if next_time is not None else self._group[-1].end)
-        self._append(self.closed, self.times, self.discontinuities, segment)
+        self.closed.append(segment)
+        self.times.append(segment.time)
+        previous = self.discontinuities[-1] if self.discontinuities else self._discontinuity_base
+        self.discontinuities.append(previous + segment.discontinuity)
         self.longest = max(self.longest, segment.duration)
         self._group = []
-
-    @staticmethod
-    def _append(segments: list[Segment], times: list[int], counts: list[int], segment: Segment) -> None:
-        segments.append(segment)
-        times.append(segment.time)
-        counts.append((counts[-1] if counts else 0) + segment.discontinuity)
 
     def complete(self, live: bool) -> bool:
         """Whether the open group may be published: nothing more can join it (the stream ended,
@@ -109,31 +115,106 @@ class SegmentCutter:
         duration = self._group[-1].end - self._group[0].decode_time
         return not live or self.every_fragment or (self._all_keyframes and duration >= self.floor)
 
-    def view(
-        self, track: Track, live: bool, window_seconds: int | None, frame_rate: Fraction | None
-    ) -> TrackView:
-        segments, times, counts, longest = self.closed, self.times, self.discontinuities, self.longest
-        if self.complete(live):
-            pending = self._segment(self._group[-1].end)
-            segments, times, counts = [*segments, pending], [*times, pending.time], list(counts)
-            counts.append((counts[-1] if counts else 0) + pending.discontinuity)
-            longest = max(longest, pending.duration)
-        first = 0
-        if window_seconds is not None and segments:
+    def starts(self) -> dict[int, tuple[int, int]]:
+        """Where segments start (the open group's included): time → (segment number,
+        discontinuities before it). A purge cuts at one of these."""
+        out = {}
+        before = self._discontinuity_base
+        for segment, cumulative in zip(self.closed, self.discontinuities, strict=True):
+            out[segment.time] = (segment.number, before)
+            before = cumulative
+        if self._group:
+            out[self._group[0].decode_time] = (self.base + len(self.closed), before)
+        return out
+
+    def _cumulative(self, segment: Segment) -> int:
+        """Discontinuities up to and including ``segment`` (EXT-X-DISCONTINUITY-SEQUENCE of a
+        playlist starting there: its own break is not written, RFC 8216bis §4.4.3.3)."""
+        index = segment.number - self.base
+        if index < len(self.discontinuities):
+            return self.discontinuities[index]
+        previous = self.discontinuities[-1] if self.discontinuities else self._discontinuity_base
+        return previous + segment.discontinuity
+
+    def segments(self, live: bool) -> Sequence[Segment]:
+        """Every segment that may be published, the open group included when complete (no copy)."""
+        return _Segments(self.closed, self._segment(self._group[-1].end) if self.complete(live) else None)
+
+    def view(self, track: Track, live: bool, bounds: Bounds, frame_rate: Fraction | None) -> TrackView:
+        """The segments ``bounds`` select (with the open group when it may be published), in
+        O(log n + window)."""
+        every = self.segments(live)
+        longest = max(self.longest, every[-1].duration if every else 0)
+        lo, hi = 0, len(every)
+        if bounds.stop is not None:
+            hi = bisect.bisect_left(every, bounds.stop, key=_start)
+        if bounds.start is not None:
+            lo = _first_ending_after(every, bounds.start, hi)
+        if bounds.window is not None and hi > lo:
             # Never less than three target durations (RFC 8216bis §6.2.2).
-            span = max(
-                window_seconds * track.timescale,
-                3 * _whole_seconds(longest, track.timescale) * track.timescale,
-            )
-            horizon = segments[-1].end - span
-            first = min(bisect.bisect_right(times, horizon), len(segments) - 1)
-            while first > 0 and segments[first - 1].end > horizon:
-                first -= 1
-        return TrackView(track, segments, first, frame_rate, times, counts, longest)
+            span = max(bounds.window, 3 * _whole_seconds(longest, track.timescale) * track.timescale)
+            lo = max(lo, _first_ending_after(every, every[hi - 1].end - span, hi))
+        window = [every[i] for i in range(lo, hi)]
+        before = self._cumulative(window[0]) if window else 0
+        return TrackView(track, window, frame_rate, longest, before)
+
+
+class _Segments(Sequence[Segment]):
+    """The closed segments and the open one as one sequence, without copying the closed list."""
+
+    def __init__(self, closed: list[Segment], pending: Segment | None) -> None:
+        self._closed = closed
+        self._count = len(closed)
+        self._pending = pending
+
+    def __len__(self) -> int:
+        return self._count + (self._pending is not None)
+
+    @overload
+    def __getitem__(self, index: int) -> Segment: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Segment]: ...
+    def __getitem__(self, index: int | slice) -> Segment | Sequence[Segment]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if index < self._count:
+            return self._closed[index]
+        if index == self._count and self._pending is not None:
+            return self._pending
+        raise IndexError(index)
+
+
+def _start(segment: Segment) -> int:
+    return segment.time
+
+
+def _first_ending_after(segments: Sequence[Segment], time: int, hi: int) -> int:
+    """Index of the first of ``segments[:hi]`` that ends after ``time``."""
+    i = bisect.bisect_right(segments, time, hi=hi, key=_start)
+    while i > 0 and segments[i - 1].end > time:
+        i -= 1
+    return i
+
+
+def grouping_key(minimum: Fraction | None) -> str:
+    """Names a way of cutting segments: ``every`` fragment, or the minimum length in seconds."""
+    return "every" if minimum is None else str(minimum)
 
 
 def _whole_seconds(ticks: int, timescale: int) -> int:
     return max(1, -(-ticks // timescale))
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """What a view selects, in the track's timescale: the segments ending after ``start`` and
+    starting before ``stop``; of those, the ones within ``window`` ticks of the newest (sliding)."""
+
+    start: int | None = None
+    stop: int | None = None
+    window: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,51 +253,42 @@ class Lookup(Enum):
 
 @dataclass(frozen=True, slots=True)
 class TrackView:
-    """One track as a manifest presents it: all its segments, and the window of them shown."""
+    """One track as a manifest presents it: the segments of its window, in order."""
 
     track: Track
-    segments: list[Segment]
-    first: int  # index into segments of the first one in the window
+    window: list[Segment]
     frame_rate: Fraction | None = None  # video: timescale / sample duration, when known
-    times: list[int] | None = None  # segment start times, for lookups
-    discontinuities: list[int] | None = None  # cumulative count of segments after a gap
-    longest: int = 0
-
-    @property
-    def window(self) -> list[Segment]:
-        return self.segments[self.first :]
+    longest: int = 0  # the longest segment ever cut (EXT-X-TARGETDURATION)
+    discontinuity_sequence: int = 0  # discontinuities that have left the window (§4.4.3.3)
+    nominal_bitrate: int = 0  # measured once per track where the encoder declared none (Smooth URLs)
 
     @property
     def target_duration(self) -> int:
         """EXT-X-TARGETDURATION: whole seconds covering the longest segment ever cut, so it never
         shrinks while the stream runs (RFC 8216bis §4.4.3.1)."""
-        longest = self.longest or max((s.duration for s in self.segments), default=0)
+        longest = self.longest or max((s.duration for s in self.window), default=0)
         return _whole_seconds(longest, self.track.timescale)
 
-    @property
-    def discontinuity_sequence(self) -> int:
-        """Discontinuities that have left the window (EXT-X-DISCONTINUITY-SEQUENCE)."""
-        if self.discontinuities is not None:
-            return self.discontinuities[self.first] if self.segments else 0
-        return sum(1 for s in self.segments[1 : self.first + 1] if s.discontinuity)
-
     def find(self, time: int) -> tuple[Lookup, Segment | None]:
-        """The segment named by ``time``, or why there is none."""
-        times = self.times if self.times is not None else [s.time for s in self.segments]
-        i = bisect.bisect_left(times, time)
-        if i < len(times) and times[i] == time:
-            if i < self.first:
-                return Lookup.BEFORE_WINDOW, None
-            return Lookup.FOUND, self.segments[i]
-        if not self.segments or time >= self.segments[-1].end:
+        """The segment of the window named by ``time``, or why there is none."""
+        window = self.window
+        i = bisect.bisect_left(window, time, key=_start)
+        if i < len(window) and window[i].time == time:
+            return Lookup.FOUND, window[i]
+        if not window or time >= window[-1].end:
             return Lookup.AFTER_EDGE, None
-        if time < self.segments[self.first].time:
+        if time < window[0].time:
             return Lookup.BEFORE_WINDOW, None
         return Lookup.IN_GAP, None
 
+    def after(self, segment: Segment, count: int) -> list[Segment]:
+        """Up to ``count`` segments of the window following ``segment`` (Smooth look-ahead)."""
+        i = bisect.bisect_right(self.window, segment.time, key=_start)
+        return self.window[i : i + count]
+
     def bandwidth(self) -> tuple[int, int]:
         """Peak and average bits per second over the window, from the stored sizes."""
-        window = self.window or self.segments
+        window = self.window
         if not window:
             return self.track.bitrate, self.track.bitrate
         scale = self.track.timescale
@@ -225,26 +297,40 @@ class TrackView:
         average = sum(s.size for s in window) * 8 * scale // max(total, 1)
         return max(peak, self.track.bitrate), max(average, 1)
 
+    def utc_ms(self, segment: Segment) -> int:
+        """UTC milliseconds of a segment's start, on its first fragment's wall clock."""
+        return segment.fragments[0].utc_ms(segment.time, self.track.timescale)
+
 
 @dataclass(frozen=True, slots=True)
 class Presentation:
-    """Everything a manifest of one publishing point shows."""
+    """Everything a manifest of one publishing point shows. ``live``: the window still grows;
+    ``shown``: seconds the live window spans (DASH timeShiftBufferDepth, Smooth DVRWindowLength);
+    ``start_over``: a live presentation that keeps its start (``vbegin`` without ``vend``)."""
 
     point: str
     live: bool
     views: list[TrackView]
     dvr_window: int  # seconds
-    anchor_ms: int  # UTC milliseconds at media time zero
-    updated_ms: int  # UTC milliseconds of the newest fragment
+    updated_ms: int  # UTC milliseconds of the newest fragment's end
+    start_over: bool = False
 
     def of_kind(self, kind: TrackKind) -> list[TrackView]:
-        return [v for v in self.views if v.track.kind is kind and v.segments]
+        return [v for v in self.views if v.track.kind is kind and v.window]
 
     def view(self, name: str) -> TrackView | None:
         return next((v for v in self.views if v.track.name == name), None)
 
-    def utc_ms(self, view: TrackView, time: int) -> int:
-        return self.anchor_ms + time * 1000 // view.track.timescale
+    @property
+    def anchor_ms(self) -> int:
+        """UTC milliseconds at media time zero of the newest run (DASH Period@start): the live
+        edge is where players are, and every run of a point shares it unless an encoder's clock
+        jumped."""
+        newest = [(v.window[-1].fragments[-1], v.track.timescale) for v in self.views if v.window]
+        if not newest:
+            return 0
+        entry, timescale = max(newest, key=lambda e: e[0].wallclock_ms)
+        return entry.anchor_ms(timescale)
 
 
 # Frame rates encoders use; a measured rate within 1% of one is that rate (ISO/IEC 23009-1
@@ -274,13 +360,106 @@ def frame_rate(samples: Sequence[Sample], timescale: int) -> Fraction | None:
     return nearest if abs(nearest - measured) <= nearest / 100 else measured.limit_denominator(1001)
 
 
-def wallclock_anchor(views: Sequence[tuple[Track, Sequence[TimelineEntry]]]) -> int:
-    """UTC milliseconds at media time zero, from the ingest clock: a fragment is recorded when its
-    last byte arrives, which for a live encoder is about when its end was captured. The earliest
-    estimate over the tracks wins, so every track shares one anchor and stays in sync."""
-    anchors = [
-        entries[0].wallclock_ms - (entries[0].end * 1000 // track.timescale)
-        for track, entries in views
-        if entries and entries[0].wallclock_ms
-    ]
-    return min(anchors, default=0)
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One track of a point as :func:`present` reads it: its cutter, already updated."""
+
+    track: Track
+    cutter: SegmentCutter
+    frame_rate: Fraction | None = None
+    nominal_bitrate: int = 0
+
+
+def present(
+    point: str, sources: Sequence[Source], *, live: bool, dvr_window: int, control: Control
+) -> Presentation:
+    """The presentation a request asks for (:mod:`media.timerange`): the live window (narrowed by
+    ``dvr_window_length``, moved back by ``time_shift``), a sub-clip, or, once the point has
+    stopped, the whole archive as VOD. Raises :class:`ControlError` for times outside the archive.
+    Costs O(tracks * (log n + window)), whatever the archive's length."""
+    stored = [(s, s.cutter.segments(live)) for s in sources]
+    stored = [(s, segments) for s, segments in stored if segments]
+    if not stored:
+        return Presentation(point, live, [TrackView(s.track, []) for s in sources], dvr_window, 0)
+    start = min(Fraction(seg[0].time, s.track.timescale) for s, seg in stored)
+    edge = min(Fraction(seg[-1].end, s.track.timescale) for s, seg in stored)
+    end = max(Fraction(seg[-1].end, s.track.timescale) for s, seg in stored)
+    reference = _reference(stored)
+    begin = _seconds_of(control.vbegin, reference)
+    finish = _seconds_of(control.vend, reference)
+    if begin is not None and finish is not None and finish <= begin:
+        raise ControlError("vend", f"{control.vend} is not after vbegin {control.vbegin}")
+    if begin is not None and begin >= end:
+        raise ControlError(
+            "vbegin", f"{control.vbegin} is at or after the end of the archive ({_at(end, reference)})"
+        )
+    if finish is not None and finish <= start:
+        raise ControlError(
+            "vend", f"{control.vend} is at or before the start of the archive ({_at(start, reference)})"
+        )
+    window: int | None = None
+    shown = dvr_window
+    start_over = False
+    if control.clip:
+        live = live and (finish is None or finish > edge)
+        start_over = live and begin is not None
+        if start_over and begin is not None:
+            shown = int(edge - max(begin, start)) + 1
+    elif live:
+        window = min(dvr_window, control.dvr_window) if control.dvr_window is not None else dvr_window
+        shown = window
+        if control.time_shift:
+            if edge - control.time_shift <= start:
+                available = int(edge - start)
+                raise ControlError(
+                    "time_shift",
+                    f"{control.time_shift} s reaches before the start of the archive ({available} s stored)",
+                )
+            finish = edge - control.time_shift
+    views = []
+    for source in sources:
+        scale = source.track.timescale
+        bounds = Bounds(
+            None if begin is None else int(begin * scale),
+            None if finish is None else -int(-finish * scale),
+            None if window is None else window * scale,
+        )
+        view = source.cutter.view(source.track, live, bounds, source.frame_rate)
+        views.append(replace(view, nominal_bitrate=source.nominal_bitrate))
+    if live and window is not None:
+        # What the views list: the window, or three target durations where that is longer.
+        shown = max([shown, *(3 * v.target_duration for v in views if v.window)])
+    updated = max((v.window[-1].fragments[-1].wallclock_ms for v in views if v.window), default=0)
+    return Presentation(point, live, views, shown, updated, start_over)
+
+
+def _reference(stored: Sequence[tuple[Source, Sequence[Segment]]]) -> tuple[Track, Sequence[Segment]]:
+    """The track that maps UTC to media time: the first video track, else the first."""
+    source, segments = next(((s, seg) for s, seg in stored if s.track.kind is TrackKind.VIDEO), stored[0])
+    return source.track, segments
+
+
+def _seconds_of(instant: Instant | None, reference: tuple[Track, Sequence[Segment]]) -> Fraction | None:
+    """Media seconds of a requested time; UTC goes through the wall clock of the reference
+    track's segment around it (each run of the archive has its own)."""
+    if instant is None:
+        return None
+    if instant.utc_ms is None:
+        return instant.media
+    track, segments = reference
+    scale = track.timescale
+
+    def utc(segment: Segment) -> int:
+        return segment.fragments[0].utc_ms(segment.time, scale)
+
+    i = max(0, bisect.bisect_right(segments, instant.utc_ms, key=utc) - 1)
+    segment = segments[i]
+    return Fraction(segment.time, scale) + Fraction(instant.utc_ms - utc(segment), 1000)
+
+
+def _at(seconds: Fraction, reference: tuple[Track, Sequence[Segment]]) -> str:
+    """A media time as the error messages show it: seconds, and UTC on the reference's clock."""
+    track, segments = reference
+    entry = segments[0].fragments[0]
+    utc = entry.utc_ms(int(seconds * track.timescale), track.timescale)
+    return f"{float(seconds):.3f} s, {iso_utc(utc)}"

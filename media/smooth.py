@@ -28,11 +28,9 @@ def stream_name(track: Track) -> str:
 
 def smooth_bitrate(view: TrackView) -> int:
     """The bitrate naming a track in QualityLevels(<bitrate>): declared by the encoder, else
-    measured on the first stored fragment, so the URLs stay the same while the window slides."""
-    if view.track.bitrate or not view.segments:
-        return view.track.bitrate
-    first = view.segments[0]
-    return max(1, first.size * 8 * view.track.timescale // max(first.duration, 1))
+    measured by the origin once per track (``TrackView.nominal_bitrate``), so the URLs stay the
+    same while the window slides."""
+    return view.track.bitrate or view.nominal_bitrate
 
 
 def supported(track: Track) -> bool:
@@ -62,10 +60,11 @@ def _chunks(segments: list[Segment]) -> list[ET.Element]:
     return out
 
 
-def manifest(p: Presentation) -> str:
+def manifest(p: Presentation, query: str = "") -> str:
     """The client manifest: one StreamIndex per stream name with a QualityLevel per bitrate; ``c``
     elements with ``t`` where the timeline (re)starts, ``d``, and ``r`` for repeats (which counts the
-    element itself, unlike DASH's ``@r``)."""
+    element itself, unlike DASH's ``@r``). Fragment URLs carry ``query`` (the playout control
+    parameters)."""
     root = ET.Element(
         "SmoothStreamingMedia",
         MajorVersion="2",
@@ -82,7 +81,7 @@ def manifest(p: Presentation) -> str:
         root.set("CanPause", "TRUE")
     streams: dict[str, list[TrackView]] = {}
     for view in p.views:
-        if view.segments and supported(view.track) and view.track.kind is not TrackKind.TEXT:
+        if view.window and supported(view.track) and view.track.kind is not TrackKind.TEXT:
             streams.setdefault(stream_name(view.track), []).append(view)
     longest = 0
     for name, views in streams.items():
@@ -96,7 +95,7 @@ def manifest(p: Presentation) -> str:
             Name=name,
             Chunks=str(len(reference.window)),
             QualityLevels=str(len(views)),
-            Url=smooth_fragment_template(name),
+            Url=smooth_fragment_template(name) + (f"?{query}" if query else ""),
             TimeScale=str(track.timescale),
         )
         if track.language != "und":
@@ -126,10 +125,10 @@ def manifest(p: Presentation) -> str:
                 quality.set("PacketSize", str(4 * t.channels))
                 quality.set("AudioTag", "255")
         index.extend(_chunks(reference.window))
-        if not p.live and reference.segments:
+        if not p.live and reference.window:
             longest = max(
                 longest,
-                (reference.segments[-1].end - reference.segments[0].time) * 10_000_000 // track.timescale,
+                (reference.window[-1].end - reference.window[0].time) * 10_000_000 // track.timescale,
             )
     if not p.live:
         root.set("Duration", str(longest))

@@ -11,8 +11,17 @@ FLAG_KEYFRAME = 0x1
 FLAG_DISCONTINUITY = 0x2
 
 
+# Decode times at or after 2000-01-01 in seconds are taken as UTC (seconds since the epoch, as CMAF
+# and Smooth encoders with UTC timing send); an encoder clock that started at zero gets there after
+# thirty years.
+UTC_EPOCH_FLOOR_S = 946_684_800
+
+
 @dataclass(frozen=True, slots=True)
 class TimelineEntry:
+    """One stored fragment. ``wallclock_ms`` is the UTC time of its end on the point's wall clock
+    (see :meth:`anchor_ms`)."""
+
     decode_time: int
     duration: int
     size: int
@@ -22,6 +31,16 @@ class TimelineEntry:
     @property
     def end(self) -> int:
         return self.decode_time + self.duration
+
+    def anchor_ms(self, timescale: int) -> int:
+        """UTC milliseconds at media time zero, as this fragment places it: the time of any media
+        time ``t`` of its run is ``anchor + t * 1000 // timescale``. Fragments of one run (between
+        discontinuities) and of every track of a point share it."""
+        return self.wallclock_ms - self.end * 1000 // timescale
+
+    def utc_ms(self, time: int, timescale: int) -> int:
+        """UTC milliseconds of media time ``time`` on this fragment's run."""
+        return self.anchor_ms(timescale) + time * 1000 // timescale
 
     @property
     def keyframe(self) -> bool:
@@ -39,12 +58,34 @@ class Verdict(Enum):
     BACKWARDS = "backwards"
 
 
-class Timeline:
-    """The in-memory copy of one track's index, sorted by decode time."""
+def is_utc(decode_time: int, timescale: int) -> bool:
+    """Whether an encoder's decode time reads as UTC (seconds since the epoch)."""
+    return decode_time >= UTC_EPOCH_FLOOR_S * timescale
 
-    def __init__(self, entries: list[TimelineEntry] | None = None) -> None:
+
+@dataclass(frozen=True, slots=True)
+class PurgeMark:
+    """What the archive purge removed from the front of a track: ``fragments`` in all, and per
+    segment grouping (:attr:`media.presentation.SegmentCutter.key`) the number of the first segment
+    left and the discontinuities before it, so HLS media and discontinuity sequence numbers carry on
+    where they were (RFC 8216bis §6.2.2) after a purge and across restarts."""
+
+    first_time: int = 0
+    fragments: int = 0
+    groupings: tuple[tuple[str, int, int], ...] = ()
+
+    def base(self, key: str) -> tuple[int, int]:
+        return next(((n, d) for k, n, d in self.groupings if k == key), (0, 0))
+
+
+class Timeline:
+    """The in-memory copy of one track's index, sorted by decode time. ``mark`` says what the
+    archive purge removed before its first entry."""
+
+    def __init__(self, entries: list[TimelineEntry] | None = None, mark: PurgeMark | None = None) -> None:
         self.entries: list[TimelineEntry] = sorted(entries or [], key=lambda e: e.decode_time)
         self._times = [e.decode_time for e in self.entries]
+        self.mark = mark or PurgeMark()
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -18,12 +18,14 @@ from ingest.errors import (
     Unauthorized,
 )
 from media.errors import BoxTooLarge, MediaError, UnsupportedMedia
+from media.timerange import ControlError
 from storage.errors import InvalidName, InvalidOption, KeyNotFound, StorageError
 
 # First match wins: specific classes before their bases.
 STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (InvalidName, 400),
     (InvalidOption, 400),
+    (ControlError, 400),
     (MissingHeader, 412),
     (HeaderMismatch, 412),
     (UnsupportedMedia, 415),
@@ -81,4 +83,6 @@ def error_body(exc: BaseException, status: int) -> dict[str, Any]:
         )
     elif isinstance(exc, InvalidOption):
         body["option"] = exc.option
+    elif isinstance(exc, ControlError):
+        body["parameter"] = exc.parameter
     return body

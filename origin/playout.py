@@ -34,7 +34,9 @@ from media.cmaf import read_fragment
 from media.model import Track, TrackKind
 from media.mpegts import TsTrack, can_carry, mux_segment
 from media.names import Kind, Resource
-from media.presentation import Lookup, Presentation, SegmentCutter, TrackView, frame_rate, wallclock_anchor
+from media.presentation import Lookup, Presentation, SegmentCutter, Source, frame_rate, present
+from media.timeline import Timeline
+from media.timerange import SEGMENT_PARAMETERS, Control, iso_utc, parse_control
 from origin.errors import error_body, status_for
 from storage.keys import PointId
 from storage.points import PointState
@@ -159,9 +161,10 @@ class PlayoutEndpoint:
             OrderedDict()
         )
         self._frame_rates: OrderedDict[tuple[int, str], Fraction | None] = OrderedDict()
-        # Presentations by (generation, version, minimum, window): segment requests between two
-        # fragments share one, instead of cutting the whole timeline again.
-        self._presentations: OrderedDict[tuple[int, Fraction | None, int], tuple[int, Presentation]] = (
+        self._bitrates: OrderedDict[tuple[int, str], int] = OrderedDict()
+        # Presentations by (generation, minimum, control), with the version they were built at:
+        # segment requests between two fragments share one, instead of cutting again.
+        self._presentations: OrderedDict[tuple[int, Fraction | None, Control], tuple[int, Presentation]] = (
             OrderedDict()
         )
         self._cutters: OrderedDict[tuple[int, str, Fraction | None], SegmentCutter] = OrderedDict()
@@ -170,7 +173,7 @@ class PlayoutEndpoint:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD", "OPTIONS"):
             path: str = scope["path"]
             if path == CLOCK_PATH:
-                now = hls.iso_utc(time.time_ns() // 1_000_000).encode()
+                now = iso_utc(time.time_ns() // 1_000_000).encode()
                 await self._send(scope, send, Answer(200, now, "text/plain", "no-store"))
                 return
             front = self._front.get(_front_key(scope))
@@ -217,21 +220,19 @@ class PlayoutEndpoint:
             or _flag(query, "hls_fmp4")
             or not all(can_carry(t) for t in point.tracks.values())
         )
-        window = point.options.dvr_window_length
-        if "dvr_window_length" in query:
-            window = min(window, _seconds(query, "dvr_window_length"))
+        control = parse_control(query)
         immutable = resource.kind in IMMUTABLE_KINDS
         # Segments never change: keyed without the version, they survive new fragments landing,
-        # but are served only while the current presentation still offers them.
+        # but are served only while the presentation asked for still offers them.
         key: tuple[object, ...] = (
             (point.generation, resource)
             if immutable
-            else (point.generation, point.version, resource, fmp4, window, _origin(scope))
+            else (point.generation, point.version, resource, fmp4, control, _origin(scope))
         )
         version = point.version
         cached = self.cache.get(key)
-        if cached is None or (immutable and not await self._offered(point, resource, window)):
-            cached = await self._build(scope, point, resource, fmp4, window)
+        if cached is None or (immutable and not await self._offered(point, resource, control)):
+            cached = await self._build(scope, point, resource, fmp4, control, query)
             if cached.status == 200:
                 self.cache.put(key, cached)
         if cached.status == 200 and resource.kind in MANIFEST_KINDS and point.version == version:
@@ -240,8 +241,9 @@ class PlayoutEndpoint:
                 self._front.popitem(last=False)
         return cached
 
-    async def _offered(self, point: PublishingPoint, resource: Resource, window: int) -> bool:
-        """Whether the current presentation still lists this segment (it may have left the window)."""
+    async def _offered(self, point: PublishingPoint, resource: Resource, control: Control) -> bool:
+        """Whether the presentation asked for still lists this segment (it may have left the
+        window)."""
         if resource.kind is Kind.INIT:
             return True
         minimum = (
@@ -249,11 +251,17 @@ class PlayoutEndpoint:
             if resource.kind is Kind.DASH_SEGMENT
             else point.options.hls_minimum_fragment_length
         )
-        view = (await self._presentation(point, minimum, window)).view(resource.track)
+        view = (await self._presentation(point, minimum, control)).view(resource.track)
         return view is not None and view.find(resource.time)[0] is Lookup.FOUND
 
     async def _build(
-        self, scope: Scope, point: PublishingPoint, resource: Resource, fmp4: bool, window: int
+        self,
+        scope: Scope,
+        point: PublishingPoint,
+        resource: Resource,
+        fmp4: bool,
+        control: Control,
+        query: dict[str, list[str]],
     ) -> Answer:
         kind = resource.kind
         fmt = (
@@ -268,33 +276,33 @@ class PlayoutEndpoint:
             "dash": point.options.mpd_minimum_fragment_length,
             "smooth": None,  # Smooth chunks are the stored fragments, one each
         }[fmt]
-        p = await self._presentation(point, minimum, window)
+        p = await self._presentation(point, minimum, control)
         manifest_cache = self._manifest_cache(p)
+        carried = Control.query(query, SEGMENT_PARAMETERS)  # so segments resolve in this presentation
         if kind is Kind.HLS_MASTER:
             # The variants keep what the client asked of the master.
             params = ["hls_fmp4=true"] if fmp4 and not point.options.hls_fmp4 else []
-            if window != point.options.dvr_window_length:
-                params.append(f"dvr_window_length={window}")
+            params += filter(None, [Control.query(query)])
             body = hls.master(p, resource.stem, "&".join(params))
             return Answer.ok(body.encode(), "application/vnd.apple.mpegurl", manifest_cache, p.updated_ms)
         if kind is Kind.MPD:
             clock = self.settings.clock_url or f"{_origin(scope)}{CLOCK_PATH}"
-            body = dash.mpd(p, resource.stem, clock)
+            body = dash.mpd(p, resource.stem, clock, carried)
             return Answer.ok(body.encode(), "application/dash+xml", manifest_cache, p.updated_ms)
         if kind is Kind.SMOOTH_MANIFEST:
-            return Answer.ok(smooth.manifest(p).encode(), "text/xml", manifest_cache, p.updated_ms)
+            return Answer.ok(smooth.manifest(p, carried).encode(), "text/xml", manifest_cache, p.updated_ms)
         if kind is Kind.SMOOTH_FRAGMENT:
             return await self._smooth_fragment(point, p, resource)
         view = p.view(resource.track)
-        if view is None or not view.segments:
-            raise PlayoutError(404, f"track {resource.track!r} has nothing to play yet")
+        if view is None or not view.window:
+            raise PlayoutError(404, f"track {resource.track!r} has nothing to play here")
         content_type = {TrackKind.VIDEO: "video/mp4", TrackKind.AUDIO: "audio/mp4"}.get(
             view.track.kind, "application/mp4"
         )
         if (kind is Kind.VTT) != (view.track.codec == "wvtt") and kind in (Kind.VTT, Kind.TS):
             raise PlayoutError(404, f"track {resource.track!r} has no {kind.value} segments")
         if kind is Kind.HLS_MEDIA:
-            body = hls.media(p, view, resource.stem, fmp4=fmp4)
+            body = hls.media(p, view, resource.stem, fmp4=fmp4, query=carried)
             return Answer.ok(body.encode(), "application/vnd.apple.mpegurl", manifest_cache, p.updated_ms)
         if kind is Kind.INIT:
             return Answer.ok(view.track.header, content_type, "public, max-age=86400", 0)
@@ -339,7 +347,7 @@ class PlayoutEndpoint:
                 f"fragment {resource.time} of {resource.name!r} is {status.value}",
             )
         data = await point.fragment(view.track.name, segment.time)
-        after = view.segments[segment.number + 1 : segment.number + 1 + smooth.LOOKAHEAD] if p.live else []
+        after = view.after(segment, smooth.LOOKAHEAD) if p.live else []
         body = smooth.fragment(data, segment.time, segment.duration, [(s.time, s.duration) for s in after])
         kind = "video" if view.track.kind is TrackKind.VIDEO else "audio"
         # The look-ahead grows while the live edge moves: cache like a manifest until complete.
@@ -348,14 +356,14 @@ class PlayoutEndpoint:
         return Answer.ok(body, f"{kind}/mp4", cache, segment.fragments[-1].wallclock_ms)
 
     async def _presentation(
-        self, point: PublishingPoint, minimum: Fraction | None, window: int
+        self, point: PublishingPoint, minimum: Fraction | None, control: Control
     ) -> Presentation:
-        """The newest presentation of ``point`` for this grouping and window (``minimum`` None: one
-        segment per stored fragment, as Smooth needs), rebuilt only when the point changed."""
-        key = (point.generation, minimum, window)
+        """The newest presentation of ``point`` for this grouping and control (``minimum`` None:
+        one segment per stored fragment, as Smooth needs), rebuilt only when the point changed."""
+        key = (point.generation, minimum, control)
         found = self._presentations.get(key)
         if found is None or found[0] != point.version:
-            found = (point.version, await self._build_presentation(point, minimum, window))
+            found = (point.version, await self._build_presentation(point, minimum, control))
             self._presentations[key] = found
             self._presentations.move_to_end(key)
             if len(self._presentations) > PRESENTATIONS_KEPT:
@@ -363,22 +371,23 @@ class PlayoutEndpoint:
         return found[1]
 
     async def _build_presentation(
-        self, point: PublishingPoint, minimum: Fraction | None, window: int
+        self, point: PublishingPoint, minimum: Fraction | None, control: Control
     ) -> Presentation:
         live = point.state.state is not PointState.STOPPED
-        views: list[TrackView] = []
-        timelines = []
+        sources = []
         for name, track in sorted(point.tracks.items()):
-            entries = (await point.timeline(name)).entries
-            timelines.append((track, entries))
-            rate = await self._frame_rate(point, name) if track.kind is TrackKind.VIDEO and entries else None
+            timeline = await point.timeline(name)
+            rate = (
+                await self._frame_rate(point, name)
+                if track.kind is TrackKind.VIDEO and timeline.entries
+                else None
+            )
             cutter = self._cutter(point, track, minimum)
-            cutter.update(entries)
-            views.append(cutter.view(track, live, window if live else None, rate))
-        updated = max((e[-1].wallclock_ms for _, e in timelines if e), default=0)
-        # What the views list: the window, or three target durations where that is longer.
-        shown = max([window, *(3 * v.target_duration for v in views if v.segments)])
-        return Presentation(str(point.pid), live, views, shown, wallclock_anchor(timelines), updated)
+            cutter.update(timeline)
+            sources.append(Source(track, cutter, rate, self._nominal_bitrate(point, track, timeline)))
+        return present(
+            str(point.pid), sources, live=live, dvr_window=point.options.dvr_window_length, control=control
+        )
 
     def _cutter(self, point: PublishingPoint, track: Track, minimum: Fraction | None) -> SegmentCutter:
         """The track's segment cutter for this grouping, kept across requests so each fragment is
@@ -392,6 +401,19 @@ class PlayoutEndpoint:
                 self._cutters.popitem(last=False)
         self._cutters.move_to_end(key)
         return cutter
+
+    def _nominal_bitrate(self, point: PublishingPoint, track: Track, timeline: Timeline) -> int:
+        """A track's bit rate where the encoder declared none, measured once on the first fragment
+        this process sees, so Smooth's QualityLevels(<bitrate>) URLs stay put as the window slides."""
+        if track.bitrate or not timeline.entries:
+            return track.bitrate
+        key = (point.generation, track.name)
+        if key not in self._bitrates:
+            first = timeline.entries[0]
+            self._bitrates[key] = max(1, first.size * 8 * track.timescale // max(first.duration, 1))
+            if len(self._bitrates) > CUTTERS_KEPT:
+                self._bitrates.popitem(last=False)
+        return self._bitrates[key]
 
     async def _frame_rate(self, point: PublishingPoint, track: str) -> Fraction | None:
         """The track's frame rate, measured on its first fragment once per track."""
@@ -409,7 +431,7 @@ class PlayoutEndpoint:
     def _manifest_cache(p: Presentation) -> str:
         if not p.live:
             return "public, max-age=60"
-        longest = max((v.target_duration for v in p.views if v.segments), default=2)
+        longest = max((v.target_duration for v in p.views if v.window), default=2)
         return f"public, max-age={max(1, longest // 2)}"
 
     def _error(self, status: int, message: str) -> Answer:
@@ -490,13 +512,6 @@ def _range(header: str, body: bytes) -> tuple[int, bytes, list[tuple[bytes, byte
 def _flag(query: dict[str, list[str]], name: str) -> bool:
     values = query.get(name)
     return values is not None and (values[-1].lower() not in ("0", "false", "no"))
-
-
-def _seconds(query: dict[str, list[str]], name: str) -> int:
-    raw = query[name][-1]
-    if not raw.isdigit():
-        raise PlayoutError(400, f"query parameter {name}={raw!r}: expected a whole number of seconds")
-    return int(raw)
 
 
 def _front_key(scope: Scope) -> tuple[str, bytes, bytes]:

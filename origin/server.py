@@ -53,7 +53,9 @@ async def run(settings: Settings) -> None:
         root=registry.store.store.describe(),
         auto_create=settings.ingest.auto_create,
     )
+    purger = asyncio.create_task(registry.purge_forever(settings.storage.purge_interval))
     await serve(app, config, shutdown_trigger=shutdown_trigger)
+    purger.cancel()
     await rtmp.stop(settings.shutdown_timeout)
     try:
         await asyncio.wait_for(registry.writes.wait_idle(), settings.shutdown_timeout)

@@ -139,6 +139,25 @@ class DiskStore(Store):
         await asyncio.to_thread(self._prune, path.parent)
         return True
 
+    async def delete_many(self, keys: builtins.list[str]) -> int:
+        paths = [self._path(key) for key in keys]
+        self._folders.clear()
+        return await asyncio.to_thread(self._delete_files, paths)
+
+    def _delete_files(self, paths: builtins.list[Path]) -> int:
+        count = 0
+        for path in paths:
+            try:
+                path.unlink()
+                count += 1
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise StorageError(f"deleting {path}: {exc.strerror or exc}") from exc
+        for folder in {path.parent for path in paths}:
+            self._prune(folder)
+        return count
+
     def _prune(self, folder: Path) -> None:
         """Remove folders left empty, up to the content root."""
         while folder != self.root and self.root in folder.parents:

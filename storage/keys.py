@@ -8,6 +8,7 @@
     <path>/<name>/_tracks/<track>/track.json          track description
     <path>/<name>/_tracks/<track>/header.mp4          CMAF header
     <path>/<name>/_tracks/<track>/index.bin           timeline index
+    <path>/<name>/_tracks/<track>/purge.json          what the archive purge removed (PurgeMark)
     <path>/<name>/_tracks/<track>/<decode time>.m4s   CMAF fragments, zero-padded to sort by time
 
 Names a user or encoder chooses start with a letter or digit and hold only ``A-Z a-z 0-9 . _ - ~``
@@ -97,6 +98,9 @@ class PointId:
 
     def index_key(self, track: str) -> str:
         return self.track_prefix(track) + "index.bin"
+
+    def purge_key(self, track: str) -> str:
+        return self.track_prefix(track) + "purge.json"
 
     def fragment_key(self, track: str, decode_time: int) -> str:
         return f"{self.track_prefix(track)}{decode_time:020d}{FRAGMENT_SUFFIX}"

@@ -13,7 +13,7 @@ from conf.logs import event
 from media.cmaf import read_fragment
 from media.errors import MediaError
 from media.model import Fragment, Track, TrackKind
-from media.timeline import FLAG_KEYFRAME, Timeline, TimelineEntry
+from media.timeline import FLAG_KEYFRAME, PurgeMark, Timeline, TimelineEntry, is_utc
 from storage.errors import StorageError
 from storage.keys import PointId, fragment_time
 from storage.server_manifest import PointOptions, ServerManifest, parse_server_manifest, write_server_manifest
@@ -134,27 +134,34 @@ class PointStore:
     async def read_fragment(self, pid: PointId, track: str, decode_time: int) -> bytes:
         return await self.store.get(pid.fragment_key(track, decode_time))
 
-    async def load_timeline(self, pid: PointId, track: str) -> Timeline:
+    async def load_timeline(self, pid: PointId, track: str, timescale: int) -> Timeline:
         """The track's index, checked and repaired after a crash or a failed write: a partial last
         record is dropped, repeated records (an append that failed after its bytes landed, then a
         retry) are merged, fragments stored but never indexed are read and indexed, and an index
-        that cannot be read at all is rebuilt from the fragment files."""
+        that cannot be read at all is rebuilt from the fragment files. A purge that was
+        interrupted is finished (its mark is written first)."""
         index_key = pid.index_key(track)
+        mark = await self.read_mark(pid, track)
         raw = await self.store.get_or_none(index_key) or b""
         try:
             entries = decode_index(raw)
         except StorageError as exc:
             event(log, "index.rebuilt", logging.WARNING, key=index_key, reason=str(exc))
             entries = []
-        by_time = {e.decode_time: e for e in entries}
+        by_time = {e.decode_time: e for e in entries if e.decode_time >= mark.first_time}
         rewrite = list(by_time.values()) != entries or (
             bool(raw) and len(raw) != len(MAGIC) + len(entries) * RECORD.size
         )
-        files = {
-            time: key
-            for key in await self.store.list(pid.track_prefix(track))
-            if (time := fragment_time(key)) is not None
-        }
+        files = {}
+        purged = []
+        for key in await self.store.list(pid.track_prefix(track)):
+            time = fragment_time(key)
+            if time is not None and time < mark.first_time:
+                purged.append(key)
+            elif time is not None:
+                files[time] = key
+        if purged:
+            await self.store.delete_many(purged)
         if any(time not in files for time in by_time):
             # Records that name no fragment: the index is damaged (e.g. misaligned by a short write).
             event(log, "index.rebuilt", logging.WARNING, key=index_key, reason="records without fragments")
@@ -162,21 +169,59 @@ class PointStore:
         previous: TimelineEntry | None = None
         for time in sorted(files):
             if time not in by_time:
-                by_time[time] = await self._entry_from_fragment(files[time], previous)
+                by_time[time] = await self._entry_from_fragment(files[time], previous, timescale)
                 rewrite = True
             previous = by_time[time]
         ordered = [by_time[t] for t in sorted(by_time)]
         if rewrite:
-            await self.store.put(index_key, MAGIC + b"".join(encode_entry(e) for e in ordered))
-        return Timeline(ordered)
+            await self.write_index(pid, track, ordered)
+        return Timeline(ordered, mark)
 
-    async def _entry_from_fragment(self, key: str, previous: TimelineEntry | None) -> TimelineEntry:
+    async def write_index(self, pid: PointId, track: str, entries: list[TimelineEntry]) -> None:
+        """Replace the track's index (after a repair or a purge)."""
+        await self.store.put(pid.index_key(track), MAGIC + b"".join(encode_entry(e) for e in entries))
+
+    async def _entry_from_fragment(
+        self, key: str, previous: TimelineEntry | None, timescale: int
+    ) -> TimelineEntry:
         data = await self.store.get(key)
         try:
             decode_time, samples, _ = read_fragment(data)
         except MediaError as exc:
             raise StorageError(f"stored fragment {key!r} is unreadable: {exc}") from exc
         flags = FLAG_KEYFRAME if samples and samples[0].is_sync else 0
-        # The ingest clock of an unindexed fragment is lost; its predecessor's is the best bound.
-        wallclock = previous.wallclock_ms if previous else 0
-        return TimelineEntry(decode_time, sum(s.duration for s in samples), len(data), wallclock, flags)
+        duration = sum(s.duration for s in samples)
+        end_ms = (decode_time + duration) * 1000 // timescale
+        # An unindexed fragment lost its wall-clock record: it continues its predecessor's run.
+        if is_utc(decode_time, timescale):
+            wallclock = end_ms
+        else:
+            wallclock = previous.anchor_ms(timescale) + end_ms if previous else 0
+        return TimelineEntry(decode_time, duration, len(data), wallclock, flags)
+
+    # -- archive purge ----------------------------------------------------------------------
+
+    async def read_mark(self, pid: PointId, track: str) -> PurgeMark:
+        raw = await self.store.get_or_none(pid.purge_key(track))
+        if raw is None:
+            return PurgeMark()
+        try:
+            data = json.loads(raw)
+            groupings = tuple((str(k), int(n), int(d)) for k, (n, d) in data["groupings"].items())
+            return PurgeMark(int(data["first_time"]), int(data["fragments"]), groupings)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StorageError(f"purge mark {pid.purge_key(track)!r} is unreadable: {exc}") from exc
+
+    async def purge(self, pid: PointId, track: str, mark: PurgeMark, kept: list[TimelineEntry]) -> None:
+        """Record the purge (its mark first, so a crash part-way is finished on load), then
+        rewrite the index to ``kept``. The fragment files are deleted by :meth:`delete_fragments`."""
+        body = {
+            "first_time": mark.first_time,
+            "fragments": mark.fragments,
+            "groupings": {key: [number, discontinuities] for key, number, discontinuities in mark.groupings},
+        }
+        await self.store.put(pid.purge_key(track), json.dumps(body).encode())
+        await self.write_index(pid, track, kept)
+
+    async def delete_fragments(self, pid: PointId, track: str, times: list[int]) -> int:
+        return await self.store.delete_many([pid.fragment_key(track, t) for t in times])

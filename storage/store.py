@@ -5,6 +5,7 @@ Backends: :mod:`storage.disk` (a folder). Keys come from :mod:`storage.keys` onl
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
 
 from storage.errors import KeyNotFound
@@ -40,6 +41,14 @@ class Store(ABC):
     @abstractmethod
     async def delete_prefix(self, prefix: str) -> int:
         """Delete every key under ``prefix``; returns how many were deleted."""
+
+    async def delete_many(self, keys: builtins.list[str]) -> int:
+        """Delete these objects (missing ones are skipped); returns how many were deleted.
+        Backends override it to batch (one thread hop, one request per thousand keys)."""
+        count = 0
+        for key in keys:
+            count += await self.delete(key)
+        return count
 
     async def get_or_none(self, key: str) -> bytes | None:
         try:

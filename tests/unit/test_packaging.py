@@ -19,15 +19,18 @@ from media.boxes import AVCConfigurationBox
 from media.model import Sample, Track, TrackKind
 from media.names import Kind, Resource
 from media.presentation import (
+    Bounds,
     Lookup,
     Presentation,
     Segment,
     SegmentCutter,
+    Source,
     TrackView,
     frame_rate,
-    wallclock_anchor,
+    present,
 )
-from media.timeline import FLAG_DISCONTINUITY, FLAG_KEYFRAME, TimelineEntry
+from media.timeline import FLAG_DISCONTINUITY, FLAG_KEYFRAME, Timeline, TimelineEntry
+from media.timerange import Control
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
@@ -78,29 +81,27 @@ def make_view(
 ) -> TrackView:
     """A view as the origin builds one: a live window, or everything (``window`` None)."""
     cutter = SegmentCutter(track.timescale, minimum)
-    cutter.update(entries)
-    return cutter.view(track, window is not None, window, frame_rate)
+    cutter.update(Timeline(entries))
+    bounds = Bounds(window=None if window is None else window * track.timescale)
+    return cutter.view(track, window is not None, bounds, frame_rate)
 
 
 def cut_segments(entries: list[TimelineEntry], timescale: int, minimum: Fraction) -> list[Segment]:
     track = Track("t", TrackKind.VIDEO, "avc1", "avc1.64001f", timescale, b"")
-    return make_view(track, entries, minimum, None).segments
+    return make_view(track, entries, minimum, None).window
 
 
-def presentation(live: bool, window: int = 10) -> Presentation:
-    timelines = [
+def presentation(live: bool, window: int = 10, control: Control | None = None) -> Presentation:
+    sources = []
+    for t, e in [
         (VIDEO_HI, entries(90000, 12, gap_after=5)),
         (VIDEO_LO, entries(90000, 12, gap_after=5)),
         (AUDIO, entries(48000, 12, gap_after=5)),
-    ]
-    views = [
-        make_view(
-            t, e, Fraction(0), window if live else None, Fraction(25) if t.kind is TrackKind.VIDEO else None
-        )
-        for t, e in timelines
-    ]
-    updated = max(e[-1].wallclock_ms for _, e in timelines)
-    return Presentation("live/golden", live, views, window, wallclock_anchor(timelines), updated)
+    ]:
+        cutter = SegmentCutter(t.timescale, Fraction(0))
+        cutter.update(Timeline(e))
+        sources.append(Source(t, cutter, Fraction(25) if t.kind is TrackKind.VIDEO else None))
+    return present("live/golden", sources, live=live, dvr_window=window, control=control or Control())
 
 
 def golden(name: str, text: str) -> None:
@@ -139,13 +140,16 @@ def test_window_lookup_and_discontinuity_sequence() -> None:
     assert view.find(first.time) == (Lookup.FOUND, first)
     assert view.find(0)[0] is Lookup.BEFORE_WINDOW
     assert view.find(first.time + 1)[0] is Lookup.IN_GAP
-    assert view.find(view.segments[-1].end)[0] is Lookup.AFTER_EDGE
+    assert view.find(view.window[-1].end)[0] is Lookup.AFTER_EDGE
     assert view.target_duration == 2
 
 
-def test_anchor_is_shared_by_all_tracks() -> None:
-    timelines = [(VIDEO_HI, entries(90000, 3)), (AUDIO, entries(48000, 3))]
-    assert wallclock_anchor(timelines) == ANCHOR_MS
+def test_every_track_places_its_segments_on_one_wall_clock() -> None:
+    p = presentation(live=False)
+    for view in p.views:
+        assert view.utc_ms(view.window[0]) == ANCHOR_MS
+        assert view.utc_ms(view.window[6]) == ANCHOR_MS + 16_000  # after the 4 s gap
+    assert p.anchor_ms == ANCHOR_MS
 
 
 @pytest.mark.parametrize(

@@ -30,14 +30,14 @@ async def filled(tmp_path: Path, count: int = 4) -> tuple[PointStore, Path]:
 async def test_index_is_created_whole_and_appended(tmp_path: Path) -> None:
     points, index = await filled(tmp_path)
     assert index.read_bytes()[:8] == MAGIC and len(index.read_bytes()) == 8 + 4 * RECORD.size
-    timeline = await points.load_timeline(PID, "video")
+    timeline = await points.load_timeline(PID, "video", 1000)
     assert [e.decode_time for e in timeline.entries] == [0, 100, 200, 300]
 
 
 async def test_repeated_record_from_a_retried_append_is_merged(tmp_path: Path) -> None:
     points, index = await filled(tmp_path)
     index.write_bytes(index.read_bytes() + index.read_bytes()[-RECORD.size :])
-    timeline = await points.load_timeline(PID, "video")
+    timeline = await points.load_timeline(PID, "video", 1000)
     assert [e.decode_time for e in timeline.entries] == [0, 100, 200, 300]
     assert len(index.read_bytes()) == 8 + 4 * RECORD.size
 
@@ -46,14 +46,14 @@ async def test_misaligned_index_is_rebuilt_from_fragments(tmp_path: Path) -> Non
     points, index = await filled(tmp_path)
     data = index.read_bytes()
     index.write_bytes(data[:8] + data[8 : 8 + 13] + data[8 + RECORD.size :])  # a short write mid-file
-    timeline = await points.load_timeline(PID, "video")
+    timeline = await points.load_timeline(PID, "video", 1000)
     assert [(e.decode_time, e.duration) for e in timeline.entries] == [(t, 100) for t in (0, 100, 200, 300)]
 
 
 async def test_index_without_magic_is_rebuilt(tmp_path: Path) -> None:
     points, index = await filled(tmp_path)
     index.write_bytes(index.read_bytes()[8:])
-    timeline = await points.load_timeline(PID, "video")
+    timeline = await points.load_timeline(PID, "video", 1000)
     assert len(timeline) == 4 and index.read_bytes().startswith(MAGIC)
 
 
