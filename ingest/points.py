@@ -421,6 +421,27 @@ class PublishingPoint:
         }
 
 
+async def archive(point: PublishingPoint) -> dict[str, object]:
+    """What ``GET /<name>.isml/archive`` answers: per track, the stretches stored without a
+    break, in UTC and in the track's timescale."""
+    tracks = []
+    for name, track in sorted(point.tracks.items()):
+        timeline = await point.timeline(name)
+        scale = track.timescale
+        ranges = [
+            {
+                "start": iso_utc(first.utc_ms(first.decode_time, scale)),
+                "end": iso_utc(last.wallclock_ms),
+                "start_time": first.decode_time,
+                "end_time": last.end,
+                "duration": round((last.end - first.decode_time) / scale, 3),
+            }
+            for first, last in timeline.ranges()
+        ]
+        tracks.append({"name": name, "kind": track.kind.value, "timescale": scale, "ranges": ranges})
+    return {"point": str(point.pid), "state": point.state.state.value, "tracks": tracks}
+
+
 def _start(entry: TimelineEntry) -> int:
     return entry.decode_time
 

@@ -122,6 +122,16 @@ class Timeline:
         """A gap bigger than ``tolerance`` separates ``decode_time`` from the stored end."""
         return bool(self.entries) and decode_time > self.end + tolerance
 
+    def ranges(self) -> list[tuple[TimelineEntry, TimelineEntry]]:
+        """(first, last) fragment of each stretch stored without a break, oldest first."""
+        out: list[tuple[TimelineEntry, TimelineEntry]] = []
+        for entry in self.entries:
+            if out and not entry.discontinuity and entry.decode_time <= out[-1][1].end:
+                out[-1] = (out[-1][0], entry)
+            else:
+                out.append((entry, entry))
+        return out
+
     def add(self, entry: TimelineEntry) -> None:
         if self.entries and entry.decode_time < self.entries[-1].decode_time:
             raise ValueError("timeline entries are added in decode order")

@@ -6,6 +6,7 @@ API (Unified Origin's REST verbs on the publishing point URL):
 - ``GET /<path>/<name>.isml`` → the server manifest
 - ``DELETE /<path>/<name>.isml`` → 204, removes the point and everything it stored
 - ``GET /<path>/<name>.isml/state`` → lifecycle state and tracks (JSON)
+- ``GET /<path>/<name>.isml/archive`` → the archived ranges of every track, UTC start/end (JSON)
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 from conf.logs import event
 from conf.settings import Settings
 from ingest.errors import PointNotFound
-from ingest.points import PointRegistry
+from ingest.points import PointRegistry, archive
 from origin.errors import error_body, status_for
 from origin.ingest_endpoint import IngestEndpoint
 from origin.playout import PlayoutEndpoint
@@ -90,6 +91,10 @@ def create_app(settings: Settings, registry: PointRegistry | None = None) -> Qua
         for name in found.tracks:
             await found.timeline(name)
         return found.describe()
+
+    @app.get("/<path:point>.isml/archive")
+    async def point_archive(point: str) -> Any:
+        return await archive(await existing(point))
 
     @app.errorhandler(Exception)
     async def on_error(exc: Exception) -> Any:
