@@ -18,7 +18,14 @@ from urllib.parse import parse_qs
 
 from conf.logs import event
 from conf.settings import IngestSettings
-from ingest.errors import BodyTooLarge, IngestTimeout, Overloaded, PointNotFound, ShuttingDown
+from ingest.errors import (
+    BackwardsTimestamp,
+    BodyTooLarge,
+    IngestTimeout,
+    Overloaded,
+    PointNotFound,
+    ShuttingDown,
+)
 from ingest.fmp4 import Event, Fmp4Receiver, FragmentReceived, StreamEnded, TracksDeclared
 from ingest.points import PointRegistry, PublishingPoint
 from media.timeline import Verdict
@@ -135,13 +142,32 @@ class IngestEndpoint:
             known = await target.ingest_header(stream) if target else None
             receiver = Fmp4Receiver(stream, self.settings.max_box_size, known)
 
+            declared: TracksDeclared | None = None
+
             async def apply(receiver: Fmp4Receiver, events: list[Event]) -> None:
-                nonlocal target, stored, duplicates
+                nonlocal target, stored, duplicates, declared
                 for ev in events:
                     if target is None:
                         target = await self.registry.for_ingest(pid)
                         target.connections += 1
-                    verdict = await self._apply(target, receiver, stream, ev)
+                    if isinstance(ev, TracksDeclared):
+                        declared = ev
+                    restart = target.options.restart_on_encoder_reconnect and declared is not None
+                    restart = restart and target.connections == 1 and not stored and not duplicates
+                    try:
+                        verdict = await self._apply(target, receiver, stream, ev)
+                    except BackwardsTimestamp:
+                        if not restart:
+                            raise
+                        verdict = Verdict.BACKWARDS
+                    if restart and verdict is not None and verdict is not Verdict.NEW and declared:
+                        # An encoder that starts over (its first fragment is not new): with
+                        # restart_on_encoder_reconnect the point starts again, as on RTMP.
+                        target.connections -= 1
+                        target = await self.registry.restart(target)
+                        target.connections += 1
+                        await target.declare(stream, declared.tracks, declared.header)
+                        verdict = await self._apply(target, receiver, stream, ev)
                     stored += verdict is Verdict.NEW
                     duplicates += verdict is Verdict.DUPLICATE
 
