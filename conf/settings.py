@@ -92,6 +92,7 @@ class PlayoutSettings:
     cors_origin: str = "*"  # Access-Control-Allow-Origin on playout answers; empty: no CORS headers
     cache_size: int = 256 * 1024**2  # bytes of rendered manifests and segments kept in memory
     clock_url: str = ""  # DASH UTCTiming URL; empty: this origin's /time at the host the client used
+    max_clip_duration: int = 10800  # seconds a progressive MP4 export (<any>.mp4?vbegin&vend) may span
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,10 @@ import dataclasses
 import math
 import operator
 import struct
+import sys
 import uuid
-from collections.abc import Callable, Iterator
+from array import array
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
@@ -696,6 +698,327 @@ class SampleDescriptionBox(_ListBox):
     """stsd (§8.5.2)."""
 
     TYPE = b"stsd"
+
+
+# ---------------------------------------------------------------------------------------------
+# Sample tables (§8.6.1-§8.6.2, §8.7.3-§8.7.5) and edit lists (§8.6.5-§8.6.6)
+#
+# A progressive file of a long clip holds millions of samples: the per-sample columns are kept as
+# ``array`` objects (4 or 8 bytes an entry) and read or written as whole byte strings.
+
+
+def _array_code(signed: bool, size: int) -> str:
+    """The ``array`` type code of an integer item of ``size`` bytes on this platform."""
+    for code in "bhilq" if signed else "BHILQ":
+        if array(code).itemsize == size:
+            return code
+    raise RuntimeError(f"no {size}-byte array type on this platform")  # pragma: no cover
+
+
+U32 = _array_code(False, 4)
+I32 = _array_code(True, 4)
+U64 = _array_code(False, 8)
+
+
+def u32s(values: Iterable[int] = ()) -> array[int]:
+    """A column of unsigned 32-bit table entries."""
+    return array(U32, values)
+
+
+def i32s(values: Iterable[int] = ()) -> array[int]:
+    """A column of signed 32-bit table entries (version 1 composition offsets)."""
+    return array(I32, values)
+
+
+def u64s(values: Iterable[int] = ()) -> array[int]:
+    """A column of unsigned 64-bit table entries (co64 chunk offsets)."""
+    return array(U64, values)
+
+
+def _read_column(cur: Cursor, code: str, count: int, what: str) -> array[int]:
+    """``count`` big-endian items of type ``code``; the bytes are checked to be there before any
+    allocation, so a corrupt entry_count costs nothing."""
+    column = array(code)
+    column.frombytes(cur.take(count * column.itemsize, what))
+    if sys.byteorder == "little":
+        column.byteswap()
+    return column
+
+
+def _write_columns(name: str, code: str, columns: tuple[array[int], ...]) -> bytes:
+    """The rows of equally long ``columns``, interleaved and big-endian, every item of type ``code``."""
+    count = len(columns[0])
+    if any(len(c) != count for c in columns):
+        raise BoxError(f"{name} columns differ in length: {[len(c) for c in columns]}", path=name)
+    try:
+        if len(columns) == 1:
+            rows = array(code, columns[0])
+        else:
+            rows = array(code, bytes(array(code).itemsize * count * len(columns)))
+            for i, column in enumerate(columns):
+                rows[i :: len(columns)] = array(code, column)
+    except OverflowError as exc:
+        raise BoxError(f"{name} entry out of range: {exc}", path=name) from None
+    if sys.byteorder == "little":
+        rows.byteswap()
+    return rows.tobytes()
+
+
+def _show_columns(count: int, columns: dict[str, array[int]]) -> str:
+    """``entries=N``, and the columns themselves when there are few enough to read."""
+    text = f"entries={count}"
+    if 0 < count <= 8:
+        text += "".join(f" {name}=[{','.join(map(str, col))}]" for name, col in columns.items())
+    return text
+
+
+_T = TypeVar("_T", bound="_TableBox")
+
+
+@dataclass
+class _TableBox(Box):
+    """A version-0 FullBox holding ``entry_count`` rows of unsigned integers, one dataclass field per
+    column (``COLUMNS``), each an ``array`` of ``ITEM`` (``U32`` or ``U64``)."""
+
+    COLUMNS: ClassVar[tuple[str, ...]] = ()
+    ITEM: ClassVar[str] = U32
+
+    @classmethod
+    def parse(cls: type[_T], cur: Cursor) -> _T:
+        version, _ = cur.full_header()
+        if version != 0:
+            raise cur.error(f"{cls.TYPE.decode('latin-1')} version {version} is not 0")
+        count = cur.u32()
+        width = len(cls.COLUMNS)
+        rows = _read_column(cur, cls.ITEM, count * width, "table entries")
+        return cls(*(rows[i::width] for i in range(width)))
+
+    def columns(self) -> tuple[array[int], ...]:
+        return tuple(getattr(self, name) for name in self.COLUMNS)
+
+    def payload(self) -> bytes:
+        columns = self.columns()
+        body = _write_columns(self.name, self.ITEM, columns)
+        return full_header(0, 0) + len(columns[0]).to_bytes(4, "big") + body
+
+    def describe(self) -> str:
+        columns = self.columns()
+        return _show_columns(len(columns[0]), dict(zip(self.COLUMNS, columns, strict=True)))
+
+
+@register
+@dataclass
+class TimeToSampleBox(_TableBox):
+    """stts (§8.6.1.2): decoding-time deltas, run-length coded: ``sample_counts[i]`` consecutive
+    samples each last ``sample_deltas[i]`` ticks of the media timescale."""
+
+    TYPE = b"stts"
+    COLUMNS = ("sample_counts", "sample_deltas")
+    sample_counts: array[int] = field(default_factory=u32s)
+    sample_deltas: array[int] = field(default_factory=u32s)
+
+
+@register
+@dataclass
+class SyncSampleBox(_TableBox):
+    """stss (§8.6.2): the 1-based numbers of the sync samples, ascending. Absent, every sample is a
+    sync sample."""
+
+    TYPE = b"stss"
+    COLUMNS = ("sample_numbers",)
+    sample_numbers: array[int] = field(default_factory=u32s)
+
+
+@register
+@dataclass
+class SampleToChunkBox(_TableBox):
+    """stsc (§8.7.4): from chunk ``first_chunks[i]`` (1-based) on, every chunk holds
+    ``samples_per_chunk[i]`` samples described by sample entry ``description_indexes[i]``."""
+
+    TYPE = b"stsc"
+    COLUMNS = ("first_chunks", "samples_per_chunk", "description_indexes")
+    first_chunks: array[int] = field(default_factory=u32s)
+    samples_per_chunk: array[int] = field(default_factory=u32s)
+    description_indexes: array[int] = field(default_factory=u32s)
+
+
+@register
+@dataclass
+class ChunkOffsetBox(_TableBox):
+    """stco (§8.7.5): the file offset of each chunk, 32-bit."""
+
+    TYPE = b"stco"
+    COLUMNS = ("chunk_offsets",)
+    chunk_offsets: array[int] = field(default_factory=u32s)
+
+
+@register
+@dataclass
+class ChunkLargeOffsetBox(_TableBox):
+    """co64 (§8.7.5): the file offset of each chunk, 64-bit, for files past 4 GiB."""
+
+    TYPE = b"co64"
+    COLUMNS = ("chunk_offsets",)
+    ITEM = U64
+    chunk_offsets: array[int] = field(default_factory=u64s)
+
+
+@register
+@dataclass
+class CompositionOffsetBox(Box):
+    """ctts (§8.6.1.3): composition minus decoding time, run-length coded like stts. Version 0 offsets
+    are unsigned, version 1 offsets signed (``sample_offsets`` is then an ``I32`` array)."""
+
+    TYPE = b"ctts"
+    sample_counts: array[int] = field(default_factory=u32s)
+    sample_offsets: array[int] = field(default_factory=u32s)
+    version: int = 0
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> CompositionOffsetBox:
+        version, _ = cur.full_header()
+        if version > 1:
+            raise cur.error(f"ctts version {version} is not 0 or 1")
+        rows = _read_column(cur, U32, cur.u32() * 2, "table entries")
+        offsets = rows[1::2]
+        if version == 1:
+            offsets = array(I32, offsets.tobytes())  # the same bits read as two's complement
+        return cls(rows[0::2], offsets, version)
+
+    def payload(self) -> bytes:
+        offsets = self.sample_offsets
+        if self.version == 1:
+            try:
+                offsets = array(U32, array(I32, offsets).tobytes())
+            except OverflowError as exc:
+                raise BoxError(f"ctts offset out of range: {exc}", path="ctts") from None
+        elif any(o < 0 for o in offsets):
+            raise BoxError("ctts version 0 cannot hold a negative offset", path="ctts")
+        body = _write_columns("ctts", U32, (self.sample_counts, offsets))
+        return full_header(self.version, 0) + len(self.sample_counts).to_bytes(4, "big") + body
+
+    def describe(self) -> str:
+        columns = {"sample_counts": self.sample_counts, "sample_offsets": self.sample_offsets}
+        text = _show_columns(len(self.sample_counts), columns)
+        return f"version={self.version} {text}" if self.version else text
+
+
+@register
+@dataclass
+class SampleSizeBox(Box):
+    """stsz (§8.7.3.2): with ``sample_size`` 0, one size per sample in ``sizes``; otherwise all
+    ``sample_count`` samples have that size and ``sizes`` is empty. :meth:`of` picks the form."""
+
+    TYPE = b"stsz"
+    sample_size: int = 0
+    sample_count: int = 0
+    sizes: array[int] = field(default_factory=u32s)
+
+    @classmethod
+    def of(cls, sizes: array[int]) -> SampleSizeBox:
+        """The box for these sample sizes: the constant form when they are all equal."""
+        if len(sizes) and sizes.count(sizes[0]) == len(sizes) and sizes[0] > 0:
+            return cls(sizes[0], len(sizes))
+        return cls(0, len(sizes), sizes if sizes.typecode == U32 else array(U32, sizes))
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> SampleSizeBox:
+        version, _ = cur.full_header()
+        if version != 0:
+            raise cur.error(f"stsz version {version} is not 0")
+        size, count = cur.u32(), cur.u32()
+        if size:
+            return cls(size, count)
+        return cls(0, count, _read_column(cur, U32, count, "entry_size table"))
+
+    def payload(self) -> bytes:
+        table = b""
+        if self.sample_size == 0:
+            if self.sample_count != len(self.sizes):
+                raise BoxError(
+                    f"stsz sample_count {self.sample_count} but {len(self.sizes)} sizes", path="stsz"
+                )
+            table = _write_columns("stsz", U32, (self.sizes,))
+        elif self.sizes:
+            raise BoxError("stsz with a constant sample_size has no size table", path="stsz")
+        return full_header(0, 0) + struct.pack(">II", self.sample_size, self.sample_count) + table
+
+    def size_of(self, index: int) -> int:
+        """The size of sample ``index`` (0-based)."""
+        return self.sample_size or self.sizes[index]
+
+    def describe(self) -> str:
+        if self.sample_size:
+            return f"sample_size={self.sample_size} sample_count={self.sample_count}"
+        return _show_columns(self.sample_count, {"sizes": self.sizes})
+
+
+@dataclass
+class EditEntry:
+    """One edit of an elst (§8.6.6.3). ``media_time`` -1 makes it an empty edit (nothing presented
+    for ``segment_duration``); the rate is 16.16 fixed point, 1.0 for normal play."""
+
+    segment_duration: int
+    media_time: int
+    media_rate_integer: int = 1
+    media_rate_fraction: int = 0
+
+
+_EDIT_V0 = struct.Struct(">Iihh")
+_EDIT_V1 = struct.Struct(">Qqhh")
+
+
+@register
+@dataclass
+class EditListBox(Box):
+    """elst (§8.6.6): maps the movie timeline (``segment_duration`` in the movie timescale) onto the
+    media timeline (``media_time`` in the media timescale). Version 1 has 64-bit fields;
+    :meth:`version_for` says which one some entries need."""
+
+    TYPE = b"elst"
+    entries: list[EditEntry] = field(default_factory=list)
+    version: int = 0
+
+    @staticmethod
+    def version_for(entries: list[EditEntry]) -> int:
+        fits = all(e.segment_duration <= 0xFFFFFFFF and -(2**31) <= e.media_time < 2**31 for e in entries)
+        return 0 if fits else 1
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> EditListBox:
+        version, _ = cur.full_header()
+        if version > 1:
+            raise cur.error(f"elst version {version} is not 0 or 1")
+        row = _EDIT_V1 if version == 1 else _EDIT_V0
+        count = cur.u32()
+        raw = cur.take(count * row.size, "edit entries")
+        return cls([EditEntry(*fields) for fields in row.iter_unpack(raw)], version)
+
+    def payload(self) -> bytes:
+        row = _EDIT_V1 if self.version == 1 else _EDIT_V0
+        try:
+            rows = b"".join(
+                row.pack(e.segment_duration, e.media_time, e.media_rate_integer, e.media_rate_fraction)
+                for e in self.entries
+            )
+        except struct.error as exc:
+            raise BoxError(
+                f"elst entry out of range for version {self.version}: {exc}", path="elst"
+            ) from None
+        return full_header(self.version, 0) + len(self.entries).to_bytes(4, "big") + rows
+
+    def describe(self) -> str:
+        edits = ",".join(
+            f"({e.segment_duration},{e.media_time}"
+            + (
+                ""
+                if (e.media_rate_integer, e.media_rate_fraction) == (1, 0)
+                else f",rate={e.media_rate_integer}.{e.media_rate_fraction}"
+            )
+            + ")"
+            for e in self.entries
+        )
+        return (f"version={self.version} " if self.version else "") + f"entries=[{edits}]"
 
 
 # ---------------------------------------------------------------------------------------------

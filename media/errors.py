@@ -45,3 +45,8 @@ class BoxTooLarge(BoxError):
 
 class UnsupportedMedia(MediaError):
     """Well-formed input carrying something Headwater does not handle (codec, sample entry, brand)."""
+
+
+class ClipError(MediaError):
+    """A sub-clip selects no media: an empty time range, or one entirely before or after what is
+    stored."""

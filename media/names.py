@@ -12,6 +12,7 @@ the origin, so a manifest never names something the origin cannot resolve.
 ``<stem>-<track>-<time>.dash`` DASH segment (``$Time$``)
 ``<stem>-<track>-<time>.vtt``  HLS WebVTT subtitle segment
 ``<stem>.mpd``                 DASH MPD
+``<stem>.mp4``                 progressive MP4 of a range (``vbegin``/``vend``), when no track is named
 ``Manifest``                   Smooth client manifest
 ``QualityLevels(<bitrate>)/Fragments(<name>=<time>)``  Smooth fragment
 =============================  =========================================
@@ -38,6 +39,7 @@ class Kind(Enum):
     MPD = "mpd"
     SMOOTH_MANIFEST = "smooth manifest"
     SMOOTH_FRAGMENT = "smooth fragment"
+    PROGRESSIVE = "progressive mp4"
 
 
 SEGMENT_EXTENSIONS = {"ts": Kind.TS, "m4s": Kind.M4S, "dash": Kind.DASH_SEGMENT, "vtt": Kind.VTT}
@@ -96,7 +98,7 @@ def parse(path: str, tracks: Iterable[str]) -> Resource | None:
             if base.endswith(f"-{track}"):
                 kind = Kind.HLS_MEDIA if ext == "m3u8" else Kind.INIT
                 return Resource(kind, base[: -len(track) - 1], track)
-        return Resource(Kind.HLS_MASTER, base) if ext == "m3u8" else None
+        return Resource(Kind.HLS_MASTER if ext == "m3u8" else Kind.PROGRESSIVE, base)
     if ext in SEGMENT_EXTENSIONS:
         rest, _, time = base.rpartition("-")
         if not time.isdigit():

@@ -314,6 +314,8 @@ class Presentation:
     dvr_window: int  # seconds
     updated_ms: int  # UTC milliseconds of the newest fragment's end
     start_over: bool = False
+    begin: Fraction | None = None  # a sub-clip's vbegin and vend in media seconds
+    finish: Fraction | None = None
 
     def of_kind(self, kind: TrackKind) -> list[TrackView]:
         return [v for v in self.views if v.track.kind is kind and v.window]
@@ -430,7 +432,7 @@ def present(
         # What the views list: the window, or three target durations where that is longer.
         shown = max([shown, *(3 * v.target_duration for v in views if v.window)])
     updated = max((v.window[-1].fragments[-1].wallclock_ms for v in views if v.window), default=0)
-    return Presentation(point, live, views, shown, updated, start_over)
+    return Presentation(point, live, views, shown, updated, start_over, begin, finish)
 
 
 def _reference(stored: Sequence[tuple[Source, Sequence[Segment]]]) -> tuple[Track, Sequence[Segment]]:
@@ -454,12 +456,19 @@ def _seconds_of(instant: Instant | None, reference: tuple[Track, Sequence[Segmen
 
     i = max(0, bisect.bisect_right(segments, instant.utc_ms, key=utc) - 1)
     segment = segments[i]
-    return Fraction(segment.time, scale) + Fraction(instant.utc_ms - utc(segment), 1000)
+    seconds = Fraction(segment.time, scale) + Fraction(instant.utc_ms - utc(segment), 1000)
+    if i + 1 < len(segments):
+        # A time in a break of the wall clock (the encoder was away longer than its clock moved
+        # on) is where the next run starts, not a media time on the previous run's clock.
+        seconds = min(seconds, Fraction(segments[i + 1].time, scale))
+    return seconds
 
 
 def _at(seconds: Fraction, reference: tuple[Track, Sequence[Segment]]) -> str:
     """A media time as the error messages show it: seconds, and UTC on the reference's clock."""
     track, segments = reference
-    entry = segments[0].fragments[0]
-    utc = entry.utc_ms(int(seconds * track.timescale), track.timescale)
+    ticks = int(seconds * track.timescale)
+    # On the clock of the run holding that time (each run of the archive has its own).
+    entry = segments[max(0, bisect.bisect_right(segments, ticks, key=_start) - 1)].fragments[0]
+    utc = entry.utc_ms(ticks, track.timescale)
     return f"{float(seconds):.3f} s, {iso_utc(utc)}"

@@ -38,6 +38,7 @@ from media.presentation import Lookup, Presentation, SegmentCutter, Source, fram
 from media.timeline import Timeline
 from media.timerange import SEGMENT_PARAMETERS, Control, iso_utc, parse_control
 from origin.errors import error_body, status_for
+from origin.export import ClipStream, plan_clip
 from storage.keys import PointId
 from storage.points import PointState
 
@@ -186,13 +187,17 @@ class PlayoutEndpoint:
                 if scope["method"] == "OPTIONS":
                     await self._preflight(scope, send)
                     return
-                await self._send(scope, send, await self._answer(scope, match["point"], match["rest"]))
+                answer = await self._answer(scope, match["point"], match["rest"])
+                if isinstance(answer, ClipStream):
+                    await answer.send(send, list(self._cors_headers), head=scope["method"] == "HEAD")
+                else:
+                    await self._send(scope, send, answer)
                 return
         await self.app(scope, receive, send)
 
     # -- resolving ----------------------------------------------------------------------------
 
-    async def _answer(self, scope: Scope, point: str, rest: str) -> Answer:
+    async def _answer(self, scope: Scope, point: str, rest: str) -> Answer | ClipStream:
         try:
             pid = PointId.parse(point)
             found = await self.registry.get(pid)
@@ -202,6 +207,10 @@ class PlayoutEndpoint:
             if resource is None:
                 raise PlayoutError(404, f"{rest!r} names no resource of publishing point {point!r}")
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            if resource.kind is Kind.PROGRESSIVE:
+                minimum = found.options.hls_minimum_fragment_length  # segments start on keyframes
+                p = await self._presentation(found, minimum, parse_control(query))
+                return await plan_clip(found, p, self.settings.max_clip_duration)
             return await self._resolve(scope, found, resource, query)
         except PlayoutError as exc:
             return self._error(exc.status, str(exc))

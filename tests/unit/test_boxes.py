@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shutil
 import struct
 
 import pytest
@@ -18,8 +19,14 @@ from media.boxes import (
     AVCConfigurationBox,
     BitRateBox,
     Box,
+    ChunkLargeOffsetBox,
+    ChunkOffsetBox,
+    CompositionOffsetBox,
     DataEntryUrlBox,
     DataReferenceBox,
+    EditBox,
+    EditEntry,
+    EditListBox,
     ESDescriptorBox,
     EventMessageBox,
     FileTypeBox,
@@ -41,12 +48,16 @@ from media.boxes import (
     ProducerReferenceTimeBox,
     RawBox,
     SampleDescriptionBox,
+    SampleSizeBox,
+    SampleToChunkBox,
     SegmentTypeBox,
     SoundMediaHeaderBox,
     SubtitleMediaHeaderBox,
+    SyncSampleBox,
     TextSampleEntry,
     TfrfBox,
     TfxdBox,
+    TimeToSampleBox,
     TrackBox,
     TrackExtendsBox,
     TrackFragmentBox,
@@ -58,11 +69,15 @@ from media.boxes import (
     VideoMediaHeaderBox,
     VisualSampleEntry,
     dump,
+    i32s,
     parse_box,
     parse_boxes,
+    u32s,
+    u64s,
 )
 from media.cmaf import codec_info
 from media.errors import BoxError, MediaError
+from tests.conftest import run_ffmpeg
 from tests.unit.conftest import Captures
 
 # ---------------------------------------------------------------------------------------------
@@ -146,6 +161,21 @@ OPUS = "00000037 4f707573  000000000000 0001  0000 000000000000  0002 0010  0000
 WVTT = "0000001e 77767474  000000000000 0001  0000000e 76747443 574542565454"
 STPP = "0000002c 73747070  000000000000 0001  687474703a2f2f7777772e77332e6f72672f6e732f74746d6c 00  00  00"
 STSD_AVC1 = "00000095 73747364  00000000  00000001 " + AVC1
+# Sample tables (§8.6.1-§8.6.2, §8.7.3-§8.7.5): version/flags, entry_count (or sample_size and
+# sample_count for stsz), then the rows.
+STTS = "00000020 73747473  00000000  00000002  00000003 000003e8  00000001 000001f4"
+CTTS_V0 = "00000020 63747473  00000000  00000002  00000001 00000400  00000002 00000000"
+CTTS_V1 = "00000020 63747473  01000000  00000002  00000001 00000000  00000001 fffffe00"
+STSS = "0000001c 73747373  00000000  00000003  00000001 0000001f 0000003d"
+STSZ_TABLE = "00000020 7374737a  00000000  00000000  00000003  00000064 000000c8 0000012c"
+STSZ_CONSTANT = "00000014 7374737a  00000000  00000200  000003e8"
+STSC = "00000028 73747363  00000000  00000002  00000001 0000001e 00000001  00000004 00000006 00000001"
+STCO = "00000018 7374636f  00000000  00000002  00000030 00001000"
+CO64 = "00000020 636f3634  00000000  00000002  0000000000000030 0000000100000010"
+# elst (§8.6.6): segment_duration, media_time (signed; -1 = empty edit), media_rate integer, fraction.
+ELST_V0 = "00000028 656c7374  00000000  00000002  00000005 ffffffff 0001 0000  00000c80 00000000 0001 0000"
+ELST_V1 = "00000024 656c7374  01000000  00000001  0000000100000000 0000000200000000 0001 0000"
+EDTS = "00000030 65647473 " + ELST_V0
 MEHD_V0 = "00000010 6d656864  00000000  0000ea60"
 MEHD_V1 = "00000014 6d656864  01000000  0000000100000000"
 TREX = "00000020 74726578  00000000  00000001 00000001 00000400 00000000 01010000"
@@ -219,6 +249,7 @@ TRUN_V1_BOX = TrackRun(
 AVC1_BOX = VisualSampleEntry(b"avc1", 640, 360, [AVCC_BOX, BTRT_BOX], compressor_name="hw")
 AV1C_BOX = AV1CodecConfigurationBox(config_obus=bytes.fromhex("0a0b000000043cfecc02f80040"))
 DOPS_STEREO_BOX = OpusSpecificBox(2, 312, 48000, 0, 0)
+ELST_V0_BOX = EditListBox([EditEntry(5, -1), EditEntry(3200, 0)], 0)
 
 
 CASES: list[tuple[str, Box, str]] = [
@@ -270,6 +301,18 @@ CASES: list[tuple[str, Box, str]] = [
     ("wvtt", TextSampleEntry(b"wvtt", children=[RawBox(b"vttC", b"WEBVTT")]), WVTT),
     ("stpp", TextSampleEntry(b"stpp", "http://www.w3.org/ns/ttml"), STPP),
     ("stsd-avc1", SampleDescriptionBox([AVC1_BOX]), STSD_AVC1),
+    ("stts", TimeToSampleBox(u32s([3, 1]), u32s([1000, 500])), STTS),
+    ("ctts-v0", CompositionOffsetBox(u32s([1, 2]), u32s([1024, 0]), 0), CTTS_V0),
+    ("ctts-v1-negative", CompositionOffsetBox(u32s([1, 1]), i32s([0, -512]), 1), CTTS_V1),
+    ("stss", SyncSampleBox(u32s([1, 31, 61])), STSS),
+    ("stsz-table", SampleSizeBox(0, 3, u32s([100, 200, 300])), STSZ_TABLE),
+    ("stsz-constant", SampleSizeBox(512, 1000), STSZ_CONSTANT),
+    ("stsc", SampleToChunkBox(u32s([1, 4]), u32s([30, 6]), u32s([1, 1])), STSC),
+    ("stco", ChunkOffsetBox(u32s([48, 4096])), STCO),
+    ("co64", ChunkLargeOffsetBox(u64s([48, 2**32 + 16])), CO64),
+    ("elst-v0-empty-edit", ELST_V0_BOX, ELST_V0),
+    ("elst-v1", EditListBox([EditEntry(2**32, 2**33)], 1), ELST_V1),
+    ("edts", EditBox([ELST_V0_BOX]), EDTS),
     ("mehd-v0", MEHD_BOX, MEHD_V0),
     ("mehd-v1", MovieExtendsHeaderBox(2**32, 1), MEHD_V1),
     ("trex", TREX_BOX, TREX),
@@ -698,3 +741,120 @@ def test_trun_sample_count_is_bounded_before_allocation() -> None:
     with pytest.raises(BoxError, match="exceeds the limit of 65536") as info:
         parse_box(trun)
     assert info.value.path == "trun" and info.value.offset == 16
+
+
+# ---------------------------------------------------------------------------------------------
+# Sample tables and edit lists (§8.6.1-§8.6.2, §8.6.6, §8.7.3-§8.7.5)
+
+
+def test_stsz_of_picks_the_constant_form_when_all_sizes_are_equal() -> None:
+    assert SampleSizeBox.of(u32s([7, 7, 7])) == SampleSizeBox(7, 3)
+    assert SampleSizeBox.of(u32s([7, 8])) == SampleSizeBox(0, 2, u32s([7, 8]))
+    assert SampleSizeBox.of(u32s([0, 0])) == SampleSizeBox(0, 2, u32s([0, 0]))  # size 0 means "a table"
+    assert SampleSizeBox.of(u32s()) == SampleSizeBox()
+    assert [SampleSizeBox(7, 3).size_of(2), SampleSizeBox.of(u32s([7, 8])).size_of(1)] == [7, 8]
+
+
+@pytest.mark.parametrize(
+    ("box", "message"),
+    [
+        (SampleSizeBox(0, 3, u32s([1, 2])), "sample_count 3 but 2 sizes"),
+        (SampleSizeBox(5, 2, u32s([5, 5])), "constant sample_size has no size table"),
+        (CompositionOffsetBox(u32s([1]), i32s([-1]), 0), "version 0 cannot hold a negative offset"),
+        (CompositionOffsetBox(u32s([1]), u64s([2**31]), 1), "ctts offset out of range"),
+        (TimeToSampleBox(u32s([1, 2]), u32s([3])), "columns differ in length"),
+        (ChunkOffsetBox(u64s([2**32])), "stco entry out of range"),
+        (EditListBox([EditEntry(2**32, 0)], 0), "out of range for version 0"),
+    ],
+    ids=[
+        "stsz-count",
+        "stsz-both-forms",
+        "ctts-v0-negative",
+        "ctts-v1-overflow",
+        "stts-ragged",
+        "stco",
+        "elst",
+    ],
+)
+def test_tables_refuse_to_write_what_their_fields_cannot_hold(box: Box, message: str) -> None:
+    with pytest.raises(BoxError, match=message):
+        bytes(box)
+
+
+def test_elst_version_for() -> None:
+    assert EditListBox.version_for([EditEntry(0xFFFFFFFF, 2**31 - 1), EditEntry(1, -1)]) == 0
+    assert EditListBox.version_for([EditEntry(2**32, 0)]) == 1
+    assert EditListBox.version_for([EditEntry(1, 2**31)]) == 1
+
+
+@pytest.mark.parametrize(
+    ("hex_", "message"),
+    [
+        ("00000010 73747473 01000000 00000000", "stts version 1 is not 0"),
+        ("00000014 7374737a 01000000 00000000 00000000", "stsz version 1 is not 0"),
+        ("00000010 63747473 02000000 00000000", "ctts version 2 is not 0 or 1"),
+        ("00000010 656c7374 02000000 00000000", "elst version 2 is not 0 or 1"),
+        ("00000010 636f3634 00000000 ffffffff", "table entries needs"),
+        ("00000014 7374737a 00000000 00000000 ffffffff", "entry_size table needs"),
+    ],
+)
+def test_malformed_tables(hex_: str, message: str) -> None:
+    """A four-billion entry_count is refused from the bytes present, before anything is allocated."""
+    with pytest.raises(BoxError, match=message):
+        parse_box(bytes.fromhex(hex_))
+
+
+def test_table_columns_are_compact_arrays() -> None:
+    box, _ = parse_box(bytes.fromhex(STSC))
+    assert isinstance(box, SampleToChunkBox)
+    assert [c.itemsize for c in (box.first_chunks, box.samples_per_chunk, box.description_indexes)] == [4] * 3
+    co64, _ = parse_box(bytes.fromhex(CO64))
+    assert isinstance(co64, ChunkLargeOffsetBox) and co64.chunk_offsets.itemsize == 8
+    ctts, _ = parse_box(bytes.fromhex(CTTS_V1))
+    assert isinstance(ctts, CompositionOffsetBox) and ctts.sample_offsets.tolist() == [0, -512]
+
+
+def test_table_dump_lists_short_tables_only() -> None:
+    assert next(dump([SyncSampleBox(u32s([1, 31]))])) == "stss [24] entries=2 sample_numbers=[1,31]"
+    long = TimeToSampleBox(u32s(range(1, 10)), u32s([512] * 9))
+    assert next(dump([long])) == f"stts [{8 + 8 + 9 * 8}] entries=9"
+    assert next(dump([SampleSizeBox(512, 1000)])) == "stsz [20] sample_size=512 sample_count=1000"
+    assert next(dump([ELST_V0_BOX])) == "elst [40] entries=[(5,-1),(3200,0)]"
+
+
+@pytest.fixture(scope="module")
+def ffmpeg_mp4(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A plain (not fragmented) MP4 from ffmpeg: H.264 with B-frames and AAC, moov first."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not on PATH")
+    path = tmp_path_factory.mktemp("mp4") / "plain.mp4"
+    result = run_ffmpeg(
+        *("-f", "lavfi", "-t", "3", "-i", "testsrc2=size=160x90:rate=25"),
+        *("-f", "lavfi", "-t", "3", "-i", "sine"),
+        *("-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-g", "25", "-c:a", "aac"),
+        *("-movflags", "+faststart", str(path)),
+    )
+    assert result.returncode == 0, result.stderr
+    return path.read_bytes()
+
+
+def test_ffmpeg_sample_tables_round_trip_as_typed_boxes(ffmpeg_mp4: bytes) -> None:
+    every = _walk(_round_trip(ffmpeg_mp4))
+    types = {type(b) for b in every}
+    expected = {
+        TimeToSampleBox,
+        CompositionOffsetBox,
+        SyncSampleBox,
+        SampleSizeBox,
+        SampleToChunkBox,
+        ChunkOffsetBox,
+        EditListBox,
+    }
+    assert expected <= types
+    assert not any(isinstance(b, RawBox) and b.type in (b"stts", b"ctts", b"stsz", b"elst") for b in every)
+    video_stss = next(b for b in every if isinstance(b, SyncSampleBox))
+    assert video_stss.sample_numbers.tolist()[:3] == [1, 26, 51]
+    sizes = [b for b in every if isinstance(b, SampleSizeBox)]
+    counts = [b for b in every if isinstance(b, TimeToSampleBox)]
+    for stsz, stts in zip(sizes, counts, strict=True):
+        assert stsz.sample_count == sum(stts.sample_counts)
