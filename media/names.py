@@ -54,9 +54,11 @@ def init_segment(stem: str, track: str) -> str:
     return f"{stem}-{track}.mp4"
 
 
+_EXTENSIONS = {kind: ext for ext, kind in SEGMENT_EXTENSIONS.items()}
+
+
 def segment(stem: str, track: str, time: int, kind: Kind) -> str:
-    ext = {Kind.TS: "ts", Kind.M4S: "m4s", Kind.DASH_SEGMENT: "dash", Kind.VTT: "vtt"}[kind]
-    return f"{stem}-{track}-{time}.{ext}"
+    return f"{stem}-{track}-{time}.{_EXTENSIONS[kind]}"
 
 
 def dash_templates(stem: str) -> tuple[str, str]:

@@ -28,14 +28,15 @@ class Segment:
     duration: int
     fragments: tuple[TimelineEntry, ...]
     discontinuity: bool
+    size: int = 0  # bytes of its fragments
 
     @property
     def end(self) -> int:
         return self.time + self.duration
 
-    @property
-    def size(self) -> int:
-        return sum(f.size for f in self.fragments)
+    def rate(self, timescale: int) -> int:
+        """Bits per second."""
+        return self.size * 8 * timescale // max(self.duration, 1)
 
 
 class SegmentCutter:
@@ -66,6 +67,9 @@ class SegmentCutter:
         self.discontinuities: list[int] = []  # cumulative count of segments following a gap
         self._discontinuity_base = discontinuities
         self.longest = 0
+        self.peak = 0  # the highest segment bit rate of the archive
+        self._bytes = [0]  # running totals over the closed segments, for O(1) window averages
+        self._ticks = [0]
         self._group: list[TimelineEntry] = []
         self._consumed = 0
         self._all_keyframes = True
@@ -94,12 +98,16 @@ class SegmentCutter:
             end - first.decode_time,
             tuple(self._group),
             first.discontinuity and number > 0,
+            sum(f.size for f in self._group),
         )
 
     def _close(self, next_time: int | None) -> None:
         segment = self._segment(next_time if next_time is not None else self._group[-1].end)
         self.closed.append(segment)
         self.times.append(segment.time)
+        self._bytes.append(self._bytes[-1] + segment.size)
+        self._ticks.append(self._ticks[-1] + segment.duration)
+        self.peak = max(self.peak, segment.rate(self.timescale))
         previous = self.discontinuities[-1] if self.discontinuities else self._discontinuity_base
         self.discontinuities.append(previous + segment.discontinuity)
         self.longest = max(self.longest, segment.duration)
@@ -154,9 +162,22 @@ class SegmentCutter:
             # Never less than three target durations (RFC 8216bis §6.2.2).
             span = max(bounds.window, 3 * _whole_seconds(longest, track.timescale) * track.timescale)
             lo = max(lo, _first_ending_after(every, every[hi - 1].end - span, hi))
-        window = [every[i] for i in range(lo, hi)]
-        before = self._cumulative(window[0]) if window else 0
-        return TrackView(track, window, frame_rate, longest, before)
+        count = len(self.closed)
+        window = self.closed[lo : min(hi, count)] + ([every[count]] if hi > count else [])
+        if not window:
+            return TrackView(track, [], frame_rate, longest)
+        # Average over the window from running totals; the peak over the whole archive, which
+        # bounds every window's and stays put as the window slides (RFC 8216bis §4.4.6.2).
+        first, last = window[0].number - self.base, min(hi, count)
+        size = self._bytes[last] - self._bytes[first]
+        ticks = self._ticks[last] - self._ticks[first]
+        peak = self.peak
+        if hi > count:
+            size, ticks = size + window[-1].size, ticks + window[-1].duration
+            peak = max(peak, window[-1].rate(self.timescale))
+        average = size * 8 * self.timescale // max(ticks, 1)
+        rates = (max(peak, track.bitrate), max(average, 1))
+        return TrackView(track, window, frame_rate, longest, self._cumulative(window[0]), rates=rates)
 
 
 class _Segments(Sequence[Segment]):
@@ -261,6 +282,7 @@ class TrackView:
     longest: int = 0  # the longest segment ever cut (EXT-X-TARGETDURATION)
     discontinuity_sequence: int = 0  # discontinuities that have left the window (§4.4.3.3)
     nominal_bitrate: int = 0  # measured once per track where the encoder declared none (Smooth URLs)
+    rates: tuple[int, int] | None = None  # (peak, average) bits per second, as the cutter counted them
 
     @property
     def target_duration(self) -> int:
@@ -287,14 +309,16 @@ class TrackView:
         return self.window[i : i + count]
 
     def bandwidth(self) -> tuple[int, int]:
-        """Peak and average bits per second over the window, from the stored sizes."""
+        """Peak and average bits per second, from the stored sizes: the average over the window,
+        the peak over the archive (at least what the encoder declared)."""
+        if self.rates is not None:
+            return self.rates
         window = self.window
         if not window:
             return self.track.bitrate, self.track.bitrate
         scale = self.track.timescale
-        peak = max(s.size * 8 * scale // max(s.duration, 1) for s in window)
-        total = sum(s.duration for s in window)
-        average = sum(s.size for s in window) * 8 * scale // max(total, 1)
+        peak = max(s.rate(scale) for s in window)
+        average = sum(s.size for s in window) * 8 * scale // max(sum(s.duration for s in window), 1)
         return max(peak, self.track.bitrate), max(average, 1)
 
     def utc_ms(self, segment: Segment) -> int:

@@ -127,6 +127,18 @@ class DiskStore(Store):
                     keys.append((rel / name).as_posix())
         return sorted(keys)
 
+    async def children(self, prefix: str) -> builtins.list[str]:
+        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        return await asyncio.to_thread(self._children, base)
+
+    @staticmethod
+    def _children(base: Path) -> builtins.list[str]:
+        try:
+            with os.scandir(base) as entries:
+                return sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
     async def delete(self, key: str) -> bool:
         path = self._path(key)
         self._folders.clear()

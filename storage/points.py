@@ -106,14 +106,15 @@ class PointStore:
 
     async def read_tracks(self, pid: PointId) -> list[Track]:
         tracks = []
-        for key in await self.store.list(pid.tracks_prefix):
-            if not key.endswith("/track.json"):
-                continue
-            name = key.rsplit("/", 2)[-2]
+        for name in await self.store.children(pid.tracks_prefix):
+            raw = await self.store.get_or_none(pid.track_info_key(name))
+            if raw is None:
+                continue  # a track folder whose description was never written
             header = await self.store.get(pid.track_header_key(name))
             try:
-                tracks.append(track_from_json(await self.store.get(key), header))
+                tracks.append(track_from_json(raw, header))
             except (ValueError, KeyError, TypeError) as exc:
+                key = pid.track_info_key(name)
                 raise StorageError(f"track description {key!r} is unreadable: {exc}") from exc
         return tracks
 

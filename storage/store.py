@@ -35,6 +35,10 @@ class Store(ABC):
         """Every key under ``prefix`` (recursively), sorted."""
 
     @abstractmethod
+    async def children(self, prefix: str) -> builtins.list[str]:
+        """The names one level below ``prefix`` that hold keys (folders), sorted."""
+
+    @abstractmethod
     async def delete(self, key: str) -> bool:
         """Delete one object; False if there was none."""
 
