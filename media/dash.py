@@ -62,7 +62,9 @@ def mpd(p: Presentation, stem: str, clock_url: str, query: str = "") -> str:
         root.set("minimumUpdatePeriod", duration(Fraction(longest, 2)))
         root.set("timeShiftBufferDepth", duration(p.dvr_window))
         root.set("suggestedPresentationDelay", duration(3 * longest))
-        period_start = Fraction(p.anchor_ms, 1000)
+        # A time-shifted stream is the same media N seconds later on the wall clock, so each
+        # segment becomes available N seconds after it did live (ISO/IEC 23009-1 §5.3.9.5.3).
+        period_start = Fraction(p.anchor_ms, 1000) + p.shift
     else:
         root.set("type", "static")
         ends = [Fraction(v.window[-1].end, v.track.timescale) for v in p.views if v.window]

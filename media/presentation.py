@@ -340,6 +340,7 @@ class Presentation:
     start_over: bool = False
     begin: Fraction | None = None  # a sub-clip's vbegin and vend in media seconds
     finish: Fraction | None = None
+    shift: int = 0  # seconds the live edge is moved back (time_shift)
 
     def of_kind(self, kind: TrackKind) -> list[TrackView]:
         return [v for v in self.views if v.track.kind is kind and v.window]
@@ -456,7 +457,8 @@ def present(
         # What the views list: the window, or three target durations where that is longer.
         shown = max([shown, *(3 * v.target_duration for v in views if v.window)])
     updated = max((v.window[-1].fragments[-1].wallclock_ms for v in views if v.window), default=0)
-    return Presentation(point, live, views, shown, updated, start_over, begin, finish)
+    shift = control.time_shift if live and not control.clip else 0
+    return Presentation(point, live, views, shown, updated, start_over, begin, finish, shift)
 
 
 def _reference(stored: Sequence[tuple[Source, Sequence[Segment]]]) -> tuple[Track, Sequence[Segment]]:

@@ -25,7 +25,7 @@ from fractions import Fraction
 from urllib.parse import quote
 
 MAX_SECONDS = 10 * 365 * 86400  # far beyond any archive: bounds what a query can ask for
-_SECONDS = re.compile(r"\d{1,12}(\.\d{1,9})?")
+_SECONDS = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")  # ASCII only: \d and isdigit() take other scripts
 PARAMETERS = ("dvr_window_length", "time_shift", "vbegin", "vend")
 # What segment URLs need to resolve in the same presentation; a narrowed window only hides
 # segments, so it stays off them (one URL per segment for caches).
@@ -96,7 +96,7 @@ def _whole_seconds(query: Mapping[str, Sequence[str]], name: str) -> int | None:
     if not values:
         return None
     raw = values[-1]
-    if not raw.isdigit() or len(raw) > 12 or int(raw) > MAX_SECONDS:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12 or int(raw) > MAX_SECONDS:
         raise ControlError(name, f"{raw[:40]!r} is not a whole number of seconds (0 to {MAX_SECONDS})")
     return int(raw)
 

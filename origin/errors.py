@@ -48,6 +48,7 @@ _CODES = {
     400: "bad_request",
     403: "forbidden",
     404: "not_found",
+    410: "gone",
     408: "timeout",
     409: "conflict",
     412: "precondition_failed",
@@ -65,9 +66,14 @@ def status_for(exc: BaseException) -> int:
     return 500
 
 
+def error_code(status: int) -> str:
+    """The stable ``error`` code of a status."""
+    return _CODES.get(status, "error")
+
+
 def error_body(exc: BaseException, status: int) -> dict[str, Any]:
     """What the client reads: a stable code, a message naming what and where, and the fields."""
-    body: dict[str, Any] = {"status": status, "error": _CODES.get(status, "error")}
+    body: dict[str, Any] = {"status": status, "error": error_code(status)}
     if status == 500:
         body["message"] = "internal error; see the server log"
         return body

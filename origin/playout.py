@@ -37,7 +37,7 @@ from media.names import Kind, Resource
 from media.presentation import Lookup, Presentation, SegmentCutter, Source, frame_rate, present
 from media.timeline import Timeline
 from media.timerange import SEGMENT_PARAMETERS, Control, iso_utc, parse_control
-from origin.errors import error_body, status_for
+from origin.errors import error_body, error_code, status_for
 from origin.export import ClipStream, plan_clip
 from storage.keys import PointId
 from storage.points import PointState
@@ -213,12 +213,12 @@ class PlayoutEndpoint:
                 return await plan_clip(found, p, self.settings.max_clip_duration)
             return await self._resolve(scope, found, resource, query)
         except PlayoutError as exc:
-            return self._error(exc.status, str(exc))
+            return self._error({"status": exc.status, "error": error_code(exc.status), "message": str(exc)})
         except Exception as exc:
             status = status_for(exc)
             if status == 500:
                 event(log, "playout.failed", logging.ERROR, path=scope["path"], exc=exc)
-            return self._error(status, str(error_body(exc, status)["message"]))
+            return self._error(error_body(exc, status))
 
     async def _resolve(
         self, scope: Scope, point: PublishingPoint, resource: Resource, query: dict[str, list[str]]
@@ -443,9 +443,10 @@ class PlayoutEndpoint:
         longest = max((v.target_duration for v in p.views if v.window), default=2)
         return f"public, max-age={max(1, longest // 2)}"
 
-    def _error(self, status: int, message: str) -> Answer:
-        body = json.dumps({"status": status, "message": message}).encode()
-        return Answer(status, body, "application/json", ERROR_CACHE)
+    @staticmethod
+    def _error(body: dict[str, Any]) -> Answer:
+        """An error answer: the JSON body of :func:`origin.errors.error_body`."""
+        return Answer(body["status"], json.dumps(body).encode(), "application/json", ERROR_CACHE)
 
     # -- sending ------------------------------------------------------------------------------
 
