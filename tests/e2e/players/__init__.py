@@ -251,6 +251,7 @@ def play(
     start_timeout: float = 15.0,
     config: Mapping[str, Any] | None = None,
     chromium: str = CHROMIUM,
+    start: float | None = None,
 ) -> PlayResult:
     """Play ``url`` with ``player`` (one of PLAYERS) in a fresh headless Chromium.
 
@@ -258,6 +259,10 @@ def play(
     ``low_latency``: hls.js ``lowLatencyMode``, Shaka ``streaming.lowLatencyMode``, dash.js live
     catch-up (dash.js reads low-latency DASH from the MPD itself). ``config`` goes to the player
     as is: the hls.js constructor, dash.js ``updateSettings`` or Shaka ``configure``.
+    ``start``: where playback starts on the player's ``currentTime`` axis (None: the player's own
+    choice, the live edge less its delay or 0): hls.js ``startPosition`` (seconds from the start of
+    the first playlist it loads), dash.js ``initialize(..., startTime)`` and Shaka
+    ``load(url, startTime)`` (for a live MPD, seconds since ``availabilityStartTime``).
     The media server must answer CORS (the page is on another port).
     """
     if player not in PLAYERS:
@@ -290,6 +295,8 @@ def play(
             args.append("--live" if live else "--vod")
         if low_latency:
             args.append("--low-latency")
+        if start is not None:
+            args.append(f"--start={float(start)!r}")  # one argument: a negative value is no flag
         proc = subprocess.Popen(
             args,
             cwd=HERE,

@@ -3,7 +3,12 @@
 //
 // The configuration comes in the page's query string as JSON:
 //   {"player": "hls.js" | "dash.js" | "shaka", "url": "...", "live": true|false|null,
-//    "lowLatency": bool, "config": {...player-specific settings...}}
+//    "lowLatency": bool, "start": number|null, "config": {...player-specific settings...}}
+//
+// "start" is where playback starts on the player's currentTime axis, null for the player's own
+// choice: hls.js `startPosition` (seconds from the start of the first playlist it loads), dash.js
+// `initialize(..., startTime)` (seconds since MPD@availabilityStartTime), Shaka `load(url, startTime)`
+// (its presentation time; for DASH also since availabilityStartTime).
 'use strict';
 
 (() => {
@@ -100,7 +105,8 @@
     'hls.js': () => {
       const Hls = window.Hls;
       if (!Hls.isSupported()) throw new Error('hls.js: MSE not supported in this browser');
-      const hls = new Hls({ debug: false, lowLatencyMode: cfg.lowLatency, ...cfg.config });
+      const start = cfg.start === undefined || cfg.start === null ? {} : { startPosition: cfg.start };
+      const hls = new Hls({ debug: false, lowLatencyMode: cfg.lowLatency, ...start, ...cfg.config });
       hls.on(Hls.Events.ERROR, (ev, data) => {
         const url = data.url || (data.frag && data.frag.url) || (data.context && data.context.url) || '';
         const status = data.response && data.response.code ? ` HTTP ${data.response.code}` : '';
@@ -165,7 +171,7 @@
         note('streamInitialized', { live: hw.live });
         startPlayback();
       });
-      player.initialize(video, cfg.url, true);
+      player.initialize(video, cfg.url, true, cfg.start ?? NaN);
       hw.player = player;
       const reps = () => {
         try {
@@ -213,7 +219,7 @@
       hw.player = player;
       (async () => {
         await player.attach(video);
-        await player.load(cfg.url);
+        await player.load(cfg.url, cfg.start ?? null);
         hw.live = player.isLive();
         note('loaded', { live: hw.live });
         startPlayback();

@@ -4,7 +4,7 @@
 //
 //   node play.mjs --player hls.js|dash.js|shaka --url URL [--seconds 10] [--live|--vod]
 //                 [--low-latency] [--start-timeout 15] [--config JSON] [--user-data-dir DIR]
-//                 [--chromium /usr/bin/chromium]
+//                 [--chromium /usr/bin/chromium] [--start SECONDS]
 //
 // A tiny HTTP server on 127.0.0.1 (random port) serves the test page and the player library; the
 // media comes from URL (another origin, so it must send CORS headers). The run waits for playback
@@ -61,6 +61,7 @@ try {
       vod: { type: 'boolean' },
       'low-latency': { type: 'boolean', default: false },
       'start-timeout': { type: 'string', default: '15' },
+      start: { type: 'string' },
       config: { type: 'string', default: '{}' },
       'user-data-dir': { type: 'string' },
       chromium: { type: 'string', default: '/usr/bin/chromium' },
@@ -76,6 +77,10 @@ const seconds = Number(opts.seconds);
 const startTimeout = Number(opts['start-timeout']);
 if (!(seconds > 0) || !(startTimeout > 0)) usage('--seconds and --start-timeout must be positive numbers');
 if (opts.live && opts.vod) usage('--live and --vod exclude each other');
+// --start: where playback starts on the player's currentTime axis (see page.js); default: the
+// player's own choice (the live edge less its delay, or 0).
+const start = opts.start === undefined ? null : Number(opts.start);
+if (start !== null && !Number.isFinite(start)) usage('--start must be a number');
 let playerConfig;
 try {
   playerConfig = JSON.parse(opts.config);
@@ -316,7 +321,7 @@ async function main() {
     }
   });
 
-  const cfg = { player: opts.player, url: opts.url, live: expectLive, lowLatency: opts['low-latency'], config: playerConfig };
+  const cfg = { player: opts.player, url: opts.url, live: expectLive, lowLatency: opts['low-latency'], start, config: playerConfig };
   const { port } = server.address();
   try {
     await pg.goto(`http://127.0.0.1:${port}/?cfg=${encodeURIComponent(JSON.stringify(cfg))}`, {
