@@ -77,7 +77,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from bench import bare_static  # noqa: E402
 from bench.playout import Server, start, wrk  # noqa: E402
-from bench.procs import free_port, process_tree  # noqa: E402
+from bench.procs import bare_static_command, free_port, process_tree  # noqa: E402
 from conf.settings import Settings, StorageSettings  # noqa: E402
 from ingest.points import PointRegistry, PublishingPoint  # noqa: E402
 from media.boxes import NON_SYNC_SAMPLE_FLAGS, SYNC_SAMPLE_FLAGS, AVCConfigurationBox  # noqa: E402
@@ -581,11 +581,7 @@ def measure_http(
                     )
         (work / "routes.json").write_text(json.dumps(routes))
         bare_port = free_port()
-        bare_argv = [
-            sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{bare_port}", "--log-level", "warning",
-            "bench.bare_static:app",
-        ]  # fmt: skip
-        env = {**os.environ, "BARE_STATIC_ROUTES": str(work / "routes.json")}
+        bare_argv, env = bare_static_command(bare_port, work / "routes.json")
         bare = start("bare hypercorn", bare_argv, bare_port, next(iter(routes)), env=env)
         servers.append(bare)
         for row in rows:

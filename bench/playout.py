@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import signal
@@ -40,7 +39,7 @@ import httpx
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from bench.procs import cpu_seconds, free_port, process_tree, stop_tree  # noqa: E402
+from bench.procs import bare_static_command, cpu_seconds, free_port, process_tree, stop_tree  # noqa: E402
 
 REPO = HERE.parent
 POINT = "bench/ch"
@@ -221,11 +220,7 @@ def start_bare(work: Path, resources: list[Resource]) -> Server:
         routes[r.path] = {"file": str(body), "headers": r.headers}
     (work / "routes.json").write_text(json.dumps(routes))
     port = free_port()
-    argv = [
-        sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
-        "bench.bare_static:app",
-    ]  # fmt: skip
-    env = {**os.environ, "BARE_STATIC_ROUTES": str(work / "routes.json")}
+    argv, env = bare_static_command(port, work / "routes.json")
     return start("bare hypercorn", argv, port, resources[0].path, env=env)
 
 

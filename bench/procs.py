@@ -7,7 +7,18 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
+
+
+def bare_static_command(port: int, routes: Path) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment of bench/bare_static.py under Hypercorn on ``port``, answering
+    the routes of the JSON file ``routes``: the reference the playout benchmarks compare with."""
+    argv = [
+        sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
+        "bench.bare_static:app",
+    ]  # fmt: skip
+    return argv, {**os.environ, "BARE_STATIC_ROUTES": str(routes)}
 
 
 def free_port() -> int:
