@@ -8,7 +8,7 @@ from fractions import Fraction
 
 from media import names
 from media.model import TrackKind
-from media.presentation import Presentation, Segment, TrackView, runs
+from media.presentation import Period, Presentation, Segment, TrackView, runs
 from media.timerange import iso_utc
 
 NS = "urn:mpeg:dash:schema:mpd:2011"
@@ -40,21 +40,23 @@ def _frame_rate(rate: Fraction) -> str:
     return str(rate.numerator) if rate.denominator == 1 else f"{rate.numerator}/{rate.denominator}"
 
 
-def _groups(p: Presentation) -> list[list[TrackView]]:
-    """One AdaptationSet per content type and language, video first."""
+def _groups(p: Presentation, period: Period) -> list[list[TrackView]]:
+    """One AdaptationSet per content type and language, video first, of the tracks in ``period``."""
     groups: dict[tuple[str, str], list[TrackView]] = {}
     for kind in (TrackKind.VIDEO, TrackKind.AUDIO, TrackKind.TEXT):
         for view in p.of_kind(kind):
-            groups.setdefault((kind.value, view.track.language), []).append(view)
+            if view.track.name in period.windows:
+                groups.setdefault((kind.value, view.track.language), []).append(view)
     return list(groups.values())
 
 
 def mpd(p: Presentation, stem: str, clock_url: str, query: str = "") -> str:
-    """The MPD: dynamic while live, anchored at the epoch with the Period starting at the stream's
-    wall-clock anchor; static once the stream has ended (the whole archive) or for a sub-clip in
-    the past. Segment URLs carry ``query`` (the playout control parameters)."""
+    """The MPD: dynamic while live, anchored at the epoch, a Period per encoder run starting at its
+    UTC time; static once the stream has ended (the whole archive) or for a sub-clip in the past,
+    its Periods back to back from zero. Segment URLs carry ``query`` (the playout control parameters)."""
     root = ET.Element("MPD", xmlns=NS, profiles=PROFILES, minBufferTime=duration(2))
     longest = max((v.target_duration for v in p.views if v.window), default=2)
+    periods = p.periods()
     if p.live:
         root.set("type", "dynamic")
         root.set("availabilityStartTime", "1970-01-01T00:00:00Z")
@@ -62,24 +64,37 @@ def mpd(p: Presentation, stem: str, clock_url: str, query: str = "") -> str:
         root.set("minimumUpdatePeriod", duration(Fraction(longest, 2)))
         root.set("timeShiftBufferDepth", duration(p.dvr_window))
         root.set("suggestedPresentationDelay", duration(3 * longest))
-        # A time-shifted stream is the same media N seconds later on the wall clock, so each
-        # segment becomes available N seconds after it did live (ISO/IEC 23009-1 §5.3.9.5.3).
-        period_start = Fraction(p.anchor_ms, 1000) + p.shift
     else:
         root.set("type", "static")
-        ends = [Fraction(v.window[-1].end, v.track.timescale) for v in p.views if v.window]
-        starts = [Fraction(v.window[0].time, v.track.timescale) for v in p.views if v.window]
-        root.set("mediaPresentationDuration", duration(max(ends, default=0) - min(starts, default=0)))
-        period_start = Fraction(0)
-    earliest = min((Fraction(v.window[0].time, v.track.timescale) for v in p.views if v.window), default=0)
-    period = ET.SubElement(root, "Period", id="1", start=duration(period_start))
+        root.set("mediaPresentationDuration", duration(sum((q.end - q.start for q in periods), Fraction(0))))
     init, media = names.dash_templates(stem)
     if query:
         media += f"?{query}"
-    for set_id, views in enumerate(_groups(p), start=1):
+    elapsed = Fraction(0)
+    for period in periods or [Period(0, Fraction(0), 0, {})]:
+        if p.live:
+            # A time-shifted stream is the same media N seconds later on the wall clock, so each
+            # segment becomes available N seconds after it did live (ISO/IEC 23009-1 §5.3.9.5.3).
+            start = period.utc + p.shift
+        else:
+            # On demand, each run follows the previous one without the break between them, as
+            # an HLS playlist plays them.
+            start = elapsed
+            elapsed += period.end - period.start
+        element = ET.SubElement(root, "Period", id=str(period.number), start=duration(start))
+        _adaptation_sets(element, p, period, init, media)
+    ET.SubElement(root, "UTCTiming", schemeIdUri=UTC_SCHEME, value=clock_url)
+    ET.indent(root, "  ")
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _adaptation_sets(parent: ET.Element, p: Presentation, period: Period, init: str, media: str) -> None:
+    """The AdaptationSets of one Period: every track with segments in it, its timeline offset so
+    that the Period's start is media time ``period.start`` on every track."""
+    for set_id, views in enumerate(_groups(p, period), start=1):
         first = views[0].track
         adaptation = ET.SubElement(
-            period,
+            parent,
             "AdaptationSet",
             id=str(set_id),
             contentType=first.kind.value,
@@ -113,16 +128,12 @@ def mpd(p: Presentation, stem: str, clock_url: str, query: str = "") -> str:
                     schemeIdUri=CHANNEL_SCHEME,
                     value=str(track.channels),
                 )
-            offset = 0 if p.live else int(earliest * track.timescale)
             template = ET.SubElement(
                 representation,
                 "SegmentTemplate",
                 timescale=str(track.timescale),
                 initialization=init,
                 media=media,
-                presentationTimeOffset=str(offset),
+                presentationTimeOffset=str(int(period.start * track.timescale)),
             )
-            template.append(timeline(view.window))
-    ET.SubElement(root, "UTCTiming", schemeIdUri=UTC_SCHEME, value=clock_url)
-    ET.indent(root, "  ")
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+            template.append(timeline(period.windows[track.name]))

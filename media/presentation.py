@@ -177,7 +177,11 @@ class SegmentCutter:
             peak = max(peak, window[-1].rate(self.timescale))
         average = size * 8 * self.timescale // max(ticks, 1)
         rates = (max(peak, track.bitrate), max(average, 1))
-        return TrackView(track, window, frame_rate, longest, self._cumulative(window[0]), rates=rates)
+        breaks = self._cumulative(window[0])
+        # The run's first stored segment: where a DASH Period for it starts, whatever the window.
+        first = bisect.bisect_left(self.discontinuities, breaks, hi=min(lo, count))
+        run_start = self.closed[first] if first < min(lo, count) else window[0]
+        return TrackView(track, window, frame_rate, longest, breaks, rates=rates, run_start=run_start)
 
 
 class _Segments(Sequence[Segment]):
@@ -283,6 +287,7 @@ class TrackView:
     discontinuity_sequence: int = 0  # discontinuities that have left the window (§4.4.3.3)
     nominal_bitrate: int = 0  # measured once per track where the encoder declared none (Smooth URLs)
     rates: tuple[int, int] | None = None  # (peak, average) bits per second, as the cutter counted them
+    run_start: Segment | None = None  # the first stored segment of the run holding window[0]
 
     @property
     def target_duration(self) -> int:
@@ -325,6 +330,43 @@ class TrackView:
         """UTC milliseconds of a segment's start, on its first fragment's wall clock."""
         return segment.fragments[0].utc_ms(segment.time, self.track.timescale)
 
+    def runs(self) -> list[tuple[int, Segment, list[Segment]]]:
+        """The window cut at its discontinuities: per encoder run, the breaks before it in the
+        archive (which name the run across updates and purges), its first stored segment, and its
+        segments in the window."""
+        out: list[tuple[int, Segment, list[Segment]]] = []
+        breaks = self.discontinuity_sequence
+        for segment in self.window:
+            if not out:
+                out.append((breaks, self.run_start or segment, [segment]))
+            elif segment.discontinuity:
+                breaks += 1
+                out.append((breaks, segment, [segment]))
+            else:
+                out[-1][2].append(segment)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """One encoder run in the window, as a DASH Period presents it: players move on to a new Period
+    where a gap inside one stalls them (ISO/IEC 23009-1 §5.3.2, DASH-IF IOP §4.5 "multi-period").
+    ``number`` counts the breaks before the run in the archive and names it across MPD updates;
+    ``start`` is the media time in seconds where it starts on the reference track (its first stored
+    segment while live, so it stays put as the window slides; the window's start otherwise) and
+    ``anchor_ms`` the UTC at media time zero on its clock. ``windows``: each track's segments in it."""
+
+    number: int
+    start: Fraction
+    anchor_ms: int
+    windows: dict[str, list[Segment]]
+    end: Fraction = Fraction(0)  # media seconds where its last segment of any track ends
+
+    @property
+    def utc(self) -> Fraction:
+        """UTC seconds of its start."""
+        return Fraction(self.anchor_ms, 1000) + self.start
+
 
 @dataclass(frozen=True, slots=True)
 class Presentation:
@@ -348,16 +390,43 @@ class Presentation:
     def view(self, name: str) -> TrackView | None:
         return next((v for v in self.views if v.track.name == name), None)
 
-    @property
-    def anchor_ms(self) -> int:
-        """UTC milliseconds at media time zero of the newest run (DASH Period@start): the live
-        edge is where players are, and every run of a point shares it unless an encoder's clock
-        jumped."""
-        newest = [(v.window[-1].fragments[-1], v.track.timescale) for v in self.views if v.window]
-        if not newest:
-            return 0
-        entry, timescale = max(newest, key=lambda e: e[0].wallclock_ms)
-        return entry.anchor_ms(timescale)
+    def periods(self) -> list[Period]:
+        """The window as one Period per encoder run, cut where the reference track (the first
+        video track, else the first) has a discontinuity. Each other track's runs join the Period
+        starting at most half a segment after theirs, so an audio run a frame ahead of the video's
+        joins it and a gap inside a run stays in its Period. A Period starts where the earliest of
+        its tracks does, so none begins before it."""
+        shown = [v for v in self.views if v.window]
+        if not shown:
+            return []
+        reference = next((v for v in shown if v.track.kind is TrackKind.VIDEO), shown[0])
+        scale = reference.track.timescale
+        own = reference.runs()
+        anchors, starts = [], []
+        for _, first, segments in own:
+            anchors.append(first.fragments[0].anchor_ms(scale))
+            starts.append(
+                Fraction(anchors[-1], 1000) + Fraction((first if self.live else segments[0]).time, scale)
+            )
+        tolerance = Fraction(reference.target_duration, 2)
+        members: list[list[tuple[TrackView, Segment, list[Segment]]]] = [[] for _ in starts]
+        for view in shown:
+            for _, first, segments in view.runs():
+                utc = Fraction(view.utc_ms(segments[0]), 1000)
+                members[max(0, bisect.bisect_right(starts, utc + tolerance) - 1)].append(
+                    (view, first, segments)
+                )
+        periods = []
+        for (breaks, _, _), anchor, runs in zip(own, anchors, members, strict=True):
+            windows: dict[str, list[Segment]] = {}
+            begins, ends = [], []
+            for view, first, segments in runs:
+                windows.setdefault(view.track.name, []).extend(segments)
+                scale = view.track.timescale
+                begins.append(Fraction((first if self.live else segments[0]).time, scale))
+                ends.append(Fraction(segments[-1].end, scale))
+            periods.append(Period(breaks, min(begins), anchor, windows, max(ends)))
+        return periods
 
 
 # Frame rates encoders use; a measured rate within 1% of one is that rate (ISO/IEC 23009-1

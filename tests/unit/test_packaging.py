@@ -149,7 +149,12 @@ def test_every_track_places_its_segments_on_one_wall_clock() -> None:
     for view in p.views:
         assert view.utc_ms(view.window[0]) == ANCHOR_MS
         assert view.utc_ms(view.window[6]) == ANCHOR_MS + 16_000  # after the 4 s gap
-    assert p.anchor_ms == ANCHOR_MS
+    (before, after) = p.periods()  # one per run, each at its first segment's UTC time
+    assert [period.number for period in (before, after)] == [0, 1]
+    assert before.utc == Fraction(ANCHOR_MS, 1000)
+    assert after.utc == Fraction(ANCHOR_MS + 16_000, 1000)
+    counts = {name: len(window) for name, window in after.windows.items()}
+    assert counts == {v.track.name: len(v.window) - 6 for v in p.views}
 
 
 @pytest.mark.parametrize(
