@@ -475,7 +475,8 @@ async def measure_memory(root: Path) -> Memory:
         pauses.append(ms_since(t0))
     disk = registry.store.store
     assert isinstance(disk, DiskStore)
-    index = sum(disk.root.joinpath(*point.pid.index_key(t.name).split("/")).stat().st_size for t in TRACKS)
+    folders = [disk.root.joinpath(*point.pid.index_prefix(t.name).split("/")) for t in TRACKS]
+    index = sum(part.stat().st_size for folder in folders for part in folder.iterdir())
     del kept
     return Memory(len(timelines[0]), after_load - base, cutters, index, tracked, statistics.median(pauses))
 

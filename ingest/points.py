@@ -368,7 +368,7 @@ class PublishingPoint:
             gone = [e.decode_time for e in entries[:index]]
             kept = entries[index:]
             async with self._writes.writing():
-                await self._points.purge(self.pid, name, mark, kept)
+                await self._points.purge(self.pid, name, mark)
             self._timelines[name] = Timeline(kept, mark)
             self.version += 1
         async with self._writes.writing():

@@ -7,7 +7,7 @@
     <path>/<name>/_ingest/<stream>.mp4                ingest header as the encoder sent it
     <path>/<name>/_tracks/<track>/track.json          track description
     <path>/<name>/_tracks/<track>/header.mp4          CMAF header
-    <path>/<name>/_tracks/<track>/index.bin           timeline index
+    <path>/<name>/_tracks/<track>/index/<part>.bin    timeline index, in parts (storage.index)
     <path>/<name>/_tracks/<track>/purge.json          what the archive purge removed (PurgeMark)
     <path>/<name>/_tracks/<track>/<decode time>.m4s   CMAF fragments, zero-padded to sort by time
 
@@ -96,8 +96,8 @@ class PointId:
     def track_header_key(self, track: str) -> str:
         return self.track_prefix(track) + "header.mp4"
 
-    def index_key(self, track: str) -> str:
-        return self.track_prefix(track) + "index.bin"
+    def index_prefix(self, track: str) -> str:
+        return self.track_prefix(track) + "index/"
 
     def purge_key(self, track: str) -> str:
         return self.track_prefix(track) + "purge.json"

@@ -15,10 +15,10 @@ from media.errors import MediaError
 from media.model import Fragment, Track, TrackKind
 from media.timeline import FLAG_KEYFRAME, PurgeMark, Timeline, TimelineEntry, is_utc
 from storage.errors import StorageError
+from storage.index import TrackIndex
 from storage.keys import PointId, fragment_time
 from storage.server_manifest import PointOptions, ServerManifest, parse_server_manifest, write_server_manifest
 from storage.store import Store
-from storage.timeline import MAGIC, RECORD, decode_index, encode_entry
 
 log = logging.getLogger("headwater.storage")
 
@@ -56,6 +56,14 @@ class PointStore:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._indexes: dict[tuple[PointId, str], TrackIndex] = {}
+
+    def index(self, pid: PointId, track: str) -> TrackIndex:
+        """The track's index parts as this process knows them."""
+        key = (pid, track)
+        if key not in self._indexes:
+            self._indexes[key] = TrackIndex(self.store, pid.index_prefix(track))
+        return self._indexes[key]
 
     # -- manifest and state -----------------------------------------------------------------
 
@@ -82,6 +90,8 @@ class PointStore:
 
     async def delete_media(self, pid: PointId) -> int:
         """Delete the point's tracks, fragments and ingest headers; keep its manifest."""
+        for key in [k for k in self._indexes if k[0] == pid]:
+            del self._indexes[key]
         count = await self.store.delete_prefix(pid.tracks_prefix)
         return count + await self.store.delete_prefix(pid.ingest_prefix)
 
@@ -129,30 +139,31 @@ class PointStore:
         entry = TimelineEntry(
             fragment.decode_time, fragment.duration, len(fragment.data), wallclock_ms, flags
         )
-        await self.store.append(pid.index_key(fragment.track), encode_entry(entry), initial=MAGIC)
+        await self.index(pid, fragment.track).append(entry)
         return entry
 
     async def read_fragment(self, pid: PointId, track: str, decode_time: int) -> bytes:
         return await self.store.get(pid.fragment_key(track, decode_time))
 
-    async def load_timeline(self, pid: PointId, track: str, timescale: int) -> Timeline:
-        """The track's index, checked and repaired after a crash or a failed write: a partial last
-        record is dropped, repeated records (an append that failed after its bytes landed, then a
-        retry) are merged, fragments stored but never indexed are read and indexed, and an index
-        that cannot be read at all is rebuilt from the fragment files. A purge that was
-        interrupted is finished (its mark is written first)."""
-        index_key = pid.index_key(track)
+    async def load_timeline(
+        self, pid: PointId, track: str, timescale: int, *, repair: bool = True
+    ) -> Timeline:
+        """The track's index. With ``repair`` (the process that ingests the point), it is checked
+        and repaired after a crash or a failed write: a partial last record is dropped, repeated
+        records (an append that failed after its bytes landed, then a retry) are merged, fragments
+        stored but never indexed are read and indexed, and an index that cannot be read at all is
+        rebuilt from the fragment files; a purge that was interrupted is finished (its mark is
+        written first). Without, it is read as it is (a process following another's ingest)."""
+        index = self.index(pid, track)
         mark = await self.read_mark(pid, track)
-        raw = await self.store.get_or_none(index_key) or b""
-        try:
-            entries = decode_index(raw)
-        except StorageError as exc:
-            event(log, "index.rebuilt", logging.WARNING, key=index_key, reason=str(exc))
-            entries = []
-        by_time = {e.decode_time: e for e in entries if e.decode_time >= mark.first_time}
-        rewrite = list(by_time.values()) != entries or (
-            bool(raw) and len(raw) != len(MAGIC) + len(entries) * RECORD.size
-        )
+        loaded = await index.load()
+        current = [e for e in loaded.entries if e.decode_time >= mark.first_time]
+        if not repair:
+            return Timeline(sorted({e.decode_time: e for e in current}.values(), key=_time), mark)
+        by_time = {e.decode_time: e for e in current}
+        rewrite = loaded.damaged or list(by_time.values()) != current
+        if loaded.damaged:
+            event(log, "index.repaired", logging.WARNING, key=index.prefix, reason="a part is damaged")
         files = {}
         purged = []
         for key in await self.store.list(pid.track_prefix(track)):
@@ -165,7 +176,7 @@ class PointStore:
             await self.store.delete_many(purged)
         if any(time not in files for time in by_time):
             # Records that name no fragment: the index is damaged (e.g. misaligned by a short write).
-            event(log, "index.rebuilt", logging.WARNING, key=index_key, reason="records without fragments")
+            event(log, "index.rebuilt", logging.WARNING, key=index.prefix, reason="records without fragments")
             by_time, rewrite = {}, True
         previous: TimelineEntry | None = None
         for time in sorted(files):
@@ -175,12 +186,14 @@ class PointStore:
             previous = by_time[time]
         ordered = [by_time[t] for t in sorted(by_time)]
         if rewrite:
-            await self.write_index(pid, track, ordered)
+            await index.rewrite(ordered)
+        else:
+            await index.drop_before(mark.first_time)
         return Timeline(ordered, mark)
 
     async def write_index(self, pid: PointId, track: str, entries: list[TimelineEntry]) -> None:
-        """Replace the track's index (after a repair or a purge)."""
-        await self.store.put(pid.index_key(track), MAGIC + b"".join(encode_entry(e) for e in entries))
+        """Replace the track's index (a repair)."""
+        await self.index(pid, track).rewrite(entries)
 
     async def _entry_from_fragment(
         self, key: str, previous: TimelineEntry | None, timescale: int
@@ -213,16 +226,21 @@ class PointStore:
         except (ValueError, KeyError, TypeError) as exc:
             raise StorageError(f"purge mark {pid.purge_key(track)!r} is unreadable: {exc}") from exc
 
-    async def purge(self, pid: PointId, track: str, mark: PurgeMark, kept: list[TimelineEntry]) -> None:
-        """Record the purge (its mark first, so a crash part-way is finished on load), then
-        rewrite the index to ``kept``. The fragment files are deleted by :meth:`delete_fragments`."""
+    async def purge(self, pid: PointId, track: str, mark: PurgeMark) -> None:
+        """Record the purge (its mark first, so a crash part-way is finished on load), then drop
+        the index parts holding only purged records. The fragment files are deleted by
+        :meth:`delete_fragments`."""
         body = {
             "first_time": mark.first_time,
             "fragments": mark.fragments,
             "groupings": {key: [number, discontinuities] for key, number, discontinuities in mark.groupings},
         }
         await self.store.put(pid.purge_key(track), json.dumps(body).encode())
-        await self.write_index(pid, track, kept)
+        await self.index(pid, track).drop_before(mark.first_time)
 
     async def delete_fragments(self, pid: PointId, track: str, times: list[int]) -> int:
         return await self.store.delete_many([pid.fragment_key(track, t) for t in times])
+
+
+def _time(entry: TimelineEntry) -> int:
+    return entry.decode_time

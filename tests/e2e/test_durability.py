@@ -71,10 +71,10 @@ def test_index_rebuilt_after_crash_between_fragment_and_index_write(server: Serv
     server.stop()
     # Simulate a crash after a fragment was stored but before its index record was complete:
     # drop the last record and leave half of one.
-    index = server.root / "live/repair/_tracks/video=400000/index.bin"
+    index = server.root / "live/repair/_tracks/video=400000/index/0000000000.bin"
     data = index.read_bytes()
     index.write_bytes(data[:-32] + data[-32:-16])
-    (server.root / "live/repair/_tracks/audio=64000/index.bin").unlink()
+    (server.root / "live/repair/_tracks/audio=64000/index/0000000000.bin").unlink()
 
     server.start()
     assert fragment_counts(server, "live/repair") == before

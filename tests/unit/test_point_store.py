@@ -24,7 +24,7 @@ async def filled(tmp_path: Path, count: int = 4) -> tuple[PointStore, Path]:
     points = PointStore(DiskStore(tmp_path, fsync=False))
     for i in range(count):
         await points.write_fragment(PID, fragment(i * 100), 1000 + i, FLAG_KEYFRAME)
-    return points, tmp_path / "live/idx/_tracks/video/index.bin"
+    return points, tmp_path / "live/idx/_tracks/video/index/0000000000.bin"
 
 
 async def test_index_is_created_whole_and_appended(tmp_path: Path) -> None:

@@ -24,10 +24,11 @@ from media.presentation import Bounds, Segment, SegmentCutter
 from media.timeline import FLAG_DISCONTINUITY, PurgeMark, Timeline, TimelineEntry
 from storage.disk import DiskStore
 from storage.errors import StorageError
+from storage.index import TrackIndex
 from storage.keys import PointId
 from storage.points import PointStore
 from storage.server_manifest import PointOptions
-from storage.timeline import MAGIC, RECORD
+from storage.timeline import decode_index
 from tests.unit.streams import AAC_SPEC, AVC_SPEC, cmaf_header
 
 PID = PointId.parse("live/dvr")
@@ -162,8 +163,9 @@ async def test_purge_deletes_old_fragments_and_records_the_mark(tmp_path: Path) 
         assert len(timeline) == 42
         assert timeline.entries[0].decode_time == (edge_s - 90) * scale
         assert setup.files(track) == [e.decode_time for e in timeline.entries]
-        index = (setup.folder(track) / "index.bin").read_bytes()
-        assert index.startswith(MAGIC) and len(index) == len(MAGIC) + 42 * RECORD.size
+        # The index is not rewritten: its only part (of RECORDS_PER_PART) still holds every record.
+        (part,) = (setup.folder(track) / "index").iterdir()
+        assert decode_index(part.read_bytes())[-42:] == timeline.entries
         mark = json.loads((setup.folder(track) / "purge.json").read_text())
         first = timeline.entries[0].decode_time
         assert mark == {
@@ -294,7 +296,7 @@ async def test_purge_forever_runs_rounds_until_cancelled(tmp_path: Path) -> None
 async def test_purge_interrupted_after_the_mark_is_finished_on_load(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The process died after writing the mark, before rewriting the index or deleting files."""
+    """The process died after writing the mark, before dropping index parts or deleting files."""
     setup = await make_point(tmp_path, archive_length=60, dvr_window_length=30)
     await fill(setup.point, 0, 150, gaps={20: 4})
     reference = await make_point(tmp_path / "reference", archive_length=60, dvr_window_length=30)
@@ -304,7 +306,7 @@ async def test_purge_interrupted_after_the_mark_is_finished_on_load(
     async def crash(*args: object) -> None:
         raise StorageError("power cut")
 
-    monkeypatch.setattr(PointStore, "write_index", crash)
+    monkeypatch.setattr(TrackIndex, "drop_before", crash)
     await setup.registry.purge_archives()  # logged and survived, like the background task does
     # The round stopped at the first track: its mark is written, nothing else happened.
     assert (setup.folder("video") / "purge.json").exists()
@@ -317,8 +319,6 @@ async def test_purge_interrupted_after_the_mark_is_finished_on_load(
     expected = await reference.point.timeline("video")
     assert timeline.entries == expected.entries and timeline.mark == expected.mark
     assert again.files("video") == [e.decode_time for e in timeline.entries]
-    index = (again.folder("video") / "index.bin").read_bytes()
-    assert len(index) == len(MAGIC) + len(timeline) * RECORD.size
     assert len(await again.point.timeline("audio")) == 150
     # The next round purges the other track just as it would have.
     await again.registry.purge_archives()
@@ -350,7 +350,7 @@ async def test_purge_interrupted_before_deleting_files_is_finished_on_load(
 
 
 async def test_purge_then_ingest_continues_on_the_same_index(tmp_path: Path) -> None:
-    """Fragments stored after a purge are appended to the rewritten index, and read back."""
+    """Fragments stored after a purge are appended to the index, and read back."""
     setup = await make_point(tmp_path, archive_length=60, dvr_window_length=30)
     await fill(setup.point, 0, 150)
     await setup.registry.purge_archives()

@@ -198,11 +198,11 @@ def test_point_keys() -> None:
     assert pid.ingest_header_key("video.cmfv") == "live/ch1/_ingest/video.cmfv.mp4"
     assert pid.track_info_key("video=400000") == "live/ch1/_tracks/video=400000/track.json"
     assert pid.track_header_key("audio") == "live/ch1/_tracks/audio/header.mp4"
-    assert pid.index_key("audio") == "live/ch1/_tracks/audio/index.bin"
+    assert pid.index_prefix("audio") == "live/ch1/_tracks/audio/index/"
     key = pid.fragment_key("audio", 12345)
     assert key == "live/ch1/_tracks/audio/00000000000000012345.m4s"
     assert fragment_time(key) == 12345
-    assert fragment_time(pid.index_key("audio")) is None
+    assert fragment_time(pid.index_prefix("audio") + "0000000000.bin") is None
     assert fragment_time("x/abc.m4s") is None
     assert all(not k.startswith("/") for k in (pid.manifest_key, pid.state_key, key))
 
