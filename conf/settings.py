@@ -71,6 +71,7 @@ def parse_app_paths(text: str) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class IngestSettings:
+    enabled: bool = True  # false: a stateless origin serving what another node ingests into the root
     auto_create: bool = True  # create publishing points on first ingest
     max_box_size: int = 64 * 1024**2  # largest box accepted from an encoder
     max_body_size: int = 0  # largest request body; 0 = no limit (a live POST runs for hours)
@@ -99,6 +100,15 @@ class PlayoutSettings:
 class StorageSettings:
     fsync: bool = True  # fsync every object before acknowledging it
     purge_interval: float = 10.0  # seconds between archive purges (archive_length, archiving)
+    follow_interval: float = 0.5  # ingest disabled: seconds between looks at what the ingest node stored
+    s3_endpoint_url: str = ""  # e.g. http://minio:9000; "" = boto3's chain (AWS_ENDPOINT_URL_S3, AWS)
+    s3_region: str = ""  # "" = boto3's chain (AWS_REGION, profile), else us-east-1
+    s3_profile: str = ""  # shared config/credentials profile; "" = the default chain
+    s3_addressing_style: str = "auto"  # auto | path | virtual
+    s3_max_concurrency: int = 32  # S3 requests in flight at once (threads and pooled connections)
+    s3_connect_timeout: float = 5.0  # seconds per attempt
+    s3_read_timeout: float = 10.0  # seconds per attempt
+    s3_max_attempts: int = 4  # attempts per request, with exponential backoff between them
 
 
 @dataclass(frozen=True)

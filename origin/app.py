@@ -34,7 +34,7 @@ SMIL_TYPE = "application/smil+xml"
 
 
 def build_registry(settings: Settings) -> PointRegistry:
-    store = open_store(settings.root, fsync=settings.storage.fsync)
+    store = open_store(settings.root, settings.storage)
     return PointRegistry(
         PointStore(store),
         settings.points,

@@ -67,7 +67,7 @@ def cmd_create(args: argparse.Namespace) -> int:
             raise SettingsError(f"--option {item!r}: expected NAME=VALUE, e.g. dvr_window_length=60")
         values[name.strip()] = value
     options = settings.points.with_values(values)
-    store = PointStore(open_store(settings.root, fsync=settings.storage.fsync))
+    store = PointStore(open_store(settings.root, settings.storage))
     registry = PointRegistry(store, settings.points, auto_create=False)
     point = asyncio.run(registry.create(PointId.parse(args.point.strip("/").removesuffix(".isml")), options))
     print(f"created /{point.pid}.isml in {settings.root}")

@@ -19,7 +19,7 @@ import aiofiles
 import aiofiles.os
 
 from storage.errors import KeyNotFound, StorageError
-from storage.store import Store
+from storage.store import Store, check_key
 
 
 class DiskStore(Store):
@@ -36,12 +36,8 @@ class DiskStore(Store):
         return f"disk:{self.root}"
 
     def _path(self, key: str) -> Path:
-        """The file of ``key``. Keys are relative, ``/``-separated names without ``.`` or ``..``
-        segments (:mod:`storage.keys` makes only such keys); anything else is refused."""
-        parts = key.split("/")
-        if not key or any(p in ("", ".", "..") or "\0" in p for p in parts):
-            raise StorageError(f"key {key!r} is not a plain relative name")
-        return self.root.joinpath(*parts)
+        """The file of ``key`` (:func:`~storage.store.check_key`)."""
+        return self.root.joinpath(*check_key(key).split("/"))
 
     def _make_parents(self, folder: Path) -> None:
         """Create ``folder`` and missing parents; with fsync, make each new entry durable in its

@@ -1,6 +1,7 @@
 """The Store interface: a flat key space of immutable-once-written objects plus append-only logs.
 
-Backends: :mod:`storage.disk` (a folder). Keys come from :mod:`storage.keys` only.
+Backends: :mod:`storage.disk` (a folder), :mod:`storage.s3` (a bucket). Keys come from
+:mod:`storage.keys` only.
 """
 
 from __future__ import annotations
@@ -8,7 +9,16 @@ from __future__ import annotations
 import builtins
 from abc import ABC, abstractmethod
 
-from storage.errors import KeyNotFound
+from storage.errors import KeyNotFound, StorageError
+
+
+def check_key(key: str) -> str:
+    """Keys are relative, ``/``-separated names without empty, ``.`` or ``..`` segments
+    (:mod:`storage.keys` makes only such keys); anything else is refused by every backend."""
+    parts = key.split("/")
+    if not key or any(p in ("", ".", "..") or "\0" in p for p in parts):
+        raise StorageError(f"key {key!r} is not a plain relative name")
+    return key
 
 
 class Store(ABC):
@@ -62,3 +72,6 @@ class Store(ABC):
 
     def describe(self) -> str:
         return type(self).__name__
+
+    async def close(self) -> None:  # noqa: B027 (most backends hold nothing to release)
+        """Release connections and threads (the process is stopping)."""

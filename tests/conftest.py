@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -43,6 +44,8 @@ class Server:
     port: int = 0
     rtmp_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    content_root: str = ""  # --root when not the folder ``root`` (s3://bucket/prefix)
+    env: dict[str, str] = field(default_factory=dict)  # added to the child's environment
 
     @property
     def url(self) -> str:
@@ -62,7 +65,7 @@ class Server:
             "origin.cli",
             "serve",
             "--root",
-            str(self.root),
+            self.content_root or str(self.root),
             "--http",
             f"127.0.0.1:{self.port}",
             "--rtmp",
@@ -73,7 +76,7 @@ class Server:
         for item in self.settings:
             args += ["--set", item]
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=log)
+        self.proc = subprocess.Popen(args, stdout=log, stderr=log, env={**os.environ, **self.env})
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -251,3 +254,83 @@ def split_cmaf(data: bytes) -> tuple[bytes, list[bytes]]:
     header = b"".join(b.data for b in boxes if b.type in (b"ftyp", b"moov"))
     media = [b for b in boxes if b.type in (b"moof", b"mdat")]
     return header, [media[i].data + media[i + 1].data for i in range(0, len(media), 2)]
+
+
+# -- S3 -----------------------------------------------------------------------------------------
+
+# moto accepts any credentials; boto3 in the tests and in the servers reads these.
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+
+
+@dataclass
+class S3Server:
+    """moto in server mode, a real S3 HTTP endpoint, in its own process (so a test can stop it)."""
+
+    endpoint: str
+    proc: subprocess.Popen[bytes]
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],
+            region_name=S3_ENV["AWS_REGION"],
+        )
+
+    def bucket(self, name: str) -> str:
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        found: list[str] = []
+        for page in self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            found.extend(item["Key"] for item in page.get("Contents", []))
+        return found
+
+    def server(self, root: Path, log: Path, content_root: str, *settings: str) -> Server:
+        """A ``headwater serve`` on ``content_root`` (s3://…) of this endpoint."""
+        return Server(
+            root,
+            log,
+            [f"storage.s3_endpoint_url={self.endpoint}", "storage.s3_addressing_style=path", *settings],
+            content_root=content_root,
+            env=S3_ENV,
+        )
+
+
+def start_s3(log: Path) -> S3Server:
+    port = free_port()
+    out = log.open("ab")
+    args = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    proc = subprocess.Popen(args, stdout=out, stderr=out)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"moto_server exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            httpx.get(endpoint, timeout=0.5)
+            return S3Server(endpoint, proc)
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("moto_server did not answer within 20 s")
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One S3 endpoint per test module; each test makes its own bucket."""
+    s3 = start_s3(tmp_path_factory.mktemp("s3") / "moto.log")
+    try:
+        yield s3
+    finally:
+        s3.proc.send_signal(signal.SIGCONT)  # in case a test left it stopped
+        s3.proc.terminate()
+        try:
+            s3.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            s3.proc.kill()
+            s3.proc.wait()
