@@ -60,5 +60,9 @@ class ShuttingDown(IngestError):
     """The server is stopping and takes no new ingest."""
 
 
+class ReadOnly(IngestError):
+    """This node takes no ingest (``ingest.enabled = false``): it follows another node's."""
+
+
 class Overloaded(IngestError):
     """More ingest requests are in progress than configured (``ingest.max_connections``)."""

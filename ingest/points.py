@@ -25,6 +25,7 @@ from ingest.errors import (
     PointBusy,
     PointExists,
     PointNotFound,
+    ReadOnly,
     Unauthorized,
 )
 from media.model import Fragment, Track
@@ -102,8 +103,11 @@ class PublishingPoint:
         tracks: list[Track],
         points: PointStore,
         writes: WriteTracker,
+        *,
+        follower: bool = False,
     ) -> None:
         self.pid = pid
+        self.follower = follower  # another process ingests it: read the store, never write
         self.manifest = manifest
         self.state = state
         self.tracks: dict[str, Track] = {t.name: t for t in tracks}
@@ -136,9 +140,44 @@ class PublishingPoint:
             async with self._lock(track):
                 timeline = self._timelines.get(track)
                 if timeline is None:
-                    timeline = await self._points.load_timeline(self.pid, track, self.tracks[track].timescale)
+                    timeline = await self._points.load_timeline(
+                        self.pid, track, self.tracks[track].timescale, repair=not self.follower
+                    )
                     self._timelines[track] = timeline
         return timeline
+
+    async def follow(self, *, full: bool) -> bool:
+        """A follower's look at what the ingesting process stored since the last one: the state
+        and the newest index part of each track loaded here; with ``full``, also the server
+        manifest (options, or the point deleted), new tracks and purge marks. Bumps ``version``
+        when anything changed, so cached answers are rebuilt. False once the point is gone."""
+        changed = False
+        if full or not self.tracks:
+            manifest = await self._points.read_manifest(self.pid, self.manifest.options)
+            if manifest is None:
+                self.deleted = True
+                return False
+            tracks = await self._points.read_tracks(self.pid)
+            added = [t for t in tracks if t.name not in self.tracks]
+            for track in added:
+                self.tracks[track.name] = track
+                self.stats[track.name] = TrackStats()
+            if added or manifest.options != self.options:
+                self.manifest = manifest.with_tracks(list(self.tracks.values()))
+                changed = True
+        state = await self._points.read_state(self.pid)
+        if state != self.state:
+            self.state, changed = state, True
+        for name in list(self._timelines):
+            async with self._lock(name):
+                followed = await self._points.follow_timeline(
+                    self.pid, name, self.tracks[name].timescale, self._timelines[name], check_mark=full
+                )
+                if followed is not None:
+                    self._timelines[name], changed = followed, True
+        if changed:
+            self.version += 1
+        return True
 
     async def fragment(self, track: str, decode_time: int) -> bytes:
         """A stored fragment's bytes (moof + mdat)."""
@@ -458,9 +497,16 @@ class PointRegistry:
     """The publishing points this process knows, loaded from the store on demand."""
 
     def __init__(
-        self, points: PointStore, defaults: PointOptions, *, auto_create: bool, token: str = ""
+        self,
+        points: PointStore,
+        defaults: PointOptions,
+        *,
+        auto_create: bool,
+        token: str = "",
+        follower: bool = False,
     ) -> None:
         self.store = points
+        self.follower = follower  # ingest disabled: points are followed as another node ingests them
         self.defaults = defaults
         self.auto_create = auto_create
         self.token = token  # ingest.token: accepted for every point
@@ -487,9 +533,19 @@ class PointRegistry:
             return None
         tracks = await self.store.read_tracks(pid)
         state = await self.store.read_state(pid)
-        return PublishingPoint(pid, manifest.with_tracks(tracks), state, tracks, self.store, self.writes)
+        return PublishingPoint(
+            pid, manifest.with_tracks(tracks), state, tracks, self.store, self.writes, follower=self.follower
+        )
+
+    def _check_writable(self) -> None:
+        if self.follower:
+            raise ReadOnly(
+                "ingest is disabled on this node (ingest.enabled = false): it serves what another "
+                "node ingests into its content root; publish and manage points there"
+            )
 
     async def create(self, pid: PointId, options: PointOptions | None = None) -> PublishingPoint:
+        self._check_writable()
         async with self._lock:
             if pid in self._points or await self.store.exists(pid):
                 raise PointExists(f"publishing point {str(pid)!r} exists already")
@@ -529,6 +585,32 @@ class PointRegistry:
                 event(log, "archive.purge_failed", logging.ERROR, channel=str(point.pid), exc=exc)
         return removed
 
+    async def follow_points(self, *, full: bool) -> None:
+        """One look at the store for every point this follower holds (see
+        :meth:`PublishingPoint.follow`); a point deleted there is forgotten, a failure is logged
+        and the next look tries again."""
+
+        async def look(point: PublishingPoint) -> None:
+            try:
+                if not await point.follow(full=full):
+                    self._points.pop(point.pid, None)
+                    event(log, "point.gone", channel=str(point.pid))
+            except Exception as exc:
+                event(log, "point.follow_failed", logging.WARNING, channel=str(point.pid), exc=exc)
+
+        await asyncio.gather(*(look(p) for p in list(self._points.values())))
+
+    async def follow_forever(self, interval: float, full_interval: float) -> None:
+        """Run :meth:`follow_points` every ``interval`` seconds, a full look every
+        ``full_interval``, until cancelled."""
+        last_full = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            full = time.monotonic() - last_full >= full_interval
+            await self.follow_points(full=full)
+            if full:
+                last_full = time.monotonic()
+
     async def purge_forever(self, interval: float) -> None:
         """Run :meth:`purge_archives` every ``interval`` seconds until cancelled."""
         while True:
@@ -536,6 +618,7 @@ class PointRegistry:
             await self.purge_archives()
 
     async def may_ingest(self, pid: PointId) -> bool:
+        self._check_writable()
         return self.auto_create or await self.get(pid) is not None
 
     async def for_ingest(self, pid: PointId) -> PublishingPoint:
@@ -575,6 +658,7 @@ class PointRegistry:
         return fresh
 
     async def delete(self, pid: PointId) -> None:
+        self._check_writable()
         point = await self.get(pid)
         if point is None:
             raise PointNotFound(f"publishing point {str(pid)!r} does not exist")

@@ -40,6 +40,7 @@ def build_registry(settings: Settings) -> PointRegistry:
         settings.points,
         auto_create=settings.ingest.auto_create,
         token=settings.ingest.token,
+        follower=not settings.ingest.enabled,
     )
 
 

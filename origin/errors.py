@@ -14,6 +14,7 @@ from ingest.errors import (
     PointBusy,
     PointExists,
     PointNotFound,
+    ReadOnly,
     ShuttingDown,
     Unauthorized,
 )
@@ -33,6 +34,7 @@ STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (MediaError, 400),
     (BackwardsTimestamp, 409),
     (Unauthorized, 403),
+    (ReadOnly, 403),
     (PointNotFound, 404),
     (PointExists, 409),
     (PointBusy, 409),

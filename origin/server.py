@@ -41,8 +41,9 @@ async def run(settings: Settings) -> None:
         event(log, "server.stopping")
         registry.closed.set()
 
+    await registry.store.store.check()
     rtmp = RtmpServer(registry, settings)
-    listeners = await rtmp.start()
+    listeners = await rtmp.start() if settings.ingest.enabled else []
     # Settings, registry and imports live as long as the process: keep them out of every collection.
     gc.freeze()
     event(
@@ -52,13 +53,20 @@ async def run(settings: Settings) -> None:
         rtmp=listeners,
         root=registry.store.store.describe(),
         auto_create=settings.ingest.auto_create,
+        ingest=settings.ingest.enabled,
     )
-    purger = asyncio.create_task(registry.purge_forever(settings.storage.purge_interval))
+    # The ingesting node purges its archive; a follower follows what it stores.
+    background = asyncio.create_task(
+        registry.purge_forever(settings.storage.purge_interval)
+        if settings.ingest.enabled
+        else registry.follow_forever(settings.storage.follow_interval, settings.storage.purge_interval)
+    )
     await serve(app, config, shutdown_trigger=shutdown_trigger)
-    purger.cancel()
+    background.cancel()
     await rtmp.stop(settings.shutdown_timeout)
     try:
         await asyncio.wait_for(registry.writes.wait_idle(), settings.shutdown_timeout)
     except TimeoutError:
         event(log, "server.writes_abandoned", logging.ERROR)
+    await registry.store.store.close()
     event(log, "server.stopped")

@@ -115,11 +115,17 @@ class TrackIndex:
     async def drop_before(self, time: int) -> int:
         """Delete the parts whose records all start before ``time`` (purged), never the newest.
         Returns how many went."""
-        gone = [p for p in self.parts[:-1] if p.last_time < time]
+        gone = self.forget_before(time)
         if gone:
-            await self.store.delete_many([self.key(p.number) for p in gone])
-            self.parts = self.parts[len(gone) :]
+            await self.store.delete_many([self.key(n) for n in gone])
         return len(gone)
+
+    def forget_before(self, time: int) -> list[int]:
+        """Stop tracking the parts whose records all start before ``time``, never the newest (a
+        follower, once the ingesting process has purged them). Returns their numbers."""
+        gone = [p.number for p in self.parts[:-1] if p.last_time < time]
+        self.parts = self.parts[len(gone) :]
+        return gone
 
     async def follow(self) -> list[TimelineEntry] | None:
         """The records appended by another process since the last :meth:`load` or ``follow``,

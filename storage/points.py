@@ -191,6 +191,37 @@ class PointStore:
             await index.drop_before(mark.first_time)
         return Timeline(ordered, mark)
 
+    async def follow_timeline(
+        self, pid: PointId, track: str, timescale: int, timeline: Timeline, *, check_mark: bool
+    ) -> Timeline | None:
+        """What another process stored since ``timeline`` was read: ``timeline`` itself with the
+        new records added, a new one (purged by that process, or its index rewritten), or
+        ``None`` when nothing changed. One GET of the newest index part (and with ``check_mark``,
+        one of the purge mark)."""
+        index = self.index(pid, track)
+        if check_mark:
+            mark = await self.read_mark(pid, track)
+            if mark != timeline.mark:
+                index.forget_before(mark.first_time)
+                kept = [e for e in timeline.entries if e.decode_time >= mark.first_time]
+                timeline = Timeline(kept, mark)
+                await self._add_followed(index, timeline)
+                return timeline
+        before = len(timeline)
+        if not await self._add_followed(index, timeline):
+            return await self.load_timeline(pid, track, timescale, repair=False)
+        return timeline if len(timeline) != before else None
+
+    @staticmethod
+    async def _add_followed(index: TrackIndex, timeline: Timeline) -> bool:
+        new = await index.follow()
+        if new is None:
+            return False
+        for entry in new:
+            if entry.decode_time > (timeline.last.decode_time if timeline.last else -1):
+                timeline.add(entry)
+        return True
+
     async def write_index(self, pid: PointId, track: str, entries: list[TimelineEntry]) -> None:
         """Replace the track's index (a repair)."""
         await self.index(pid, track).rewrite(entries)

@@ -208,5 +208,15 @@ class S3Store(Store):
             raise StorageError("refusing to delete the whole content root")
         return await self.delete_many(await self.list(prefix))
 
+    async def check(self) -> None:
+        head = functools.partial(self.client.head_bucket, Bucket=self.bucket)
+        try:
+            await self._call("checking the bucket of", "", head)
+        except KeyNotFound:
+            raise StorageError(f"content root {self.describe()}: the bucket does not exist") from None
+        except StorageError as exc:
+            if isinstance(exc.__cause__, ClientError):  # refused (credentials, policy), not unreachable
+                raise
+
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -73,5 +73,10 @@ class Store(ABC):
     def describe(self) -> str:
         return type(self).__name__
 
+    async def check(self) -> None:  # noqa: B027 (a folder is checked when it is opened)
+        """Raise :class:`~storage.errors.StorageError` when the store cannot be used as configured
+        (a bucket that does not exist, credentials refused); a store that is only unreachable for
+        now passes (requests get 503 until it is back)."""
+
     async def close(self) -> None:  # noqa: B027 (most backends hold nothing to release)
         """Release connections and threads (the process is stopping)."""

@@ -40,8 +40,8 @@ def test_settings_errors_name_the_setting(tmp_path: Path) -> None:
     config.write_text("[ingest]\nmax_bxo_size = 10\n")
     result = headwater("serve", "--config", str(config))
     assert result.returncode == 2 and "ingest.max_bxo_size" in result.stderr and str(config) in result.stderr
-    result = headwater("serve", "--root", "s3://bucket/prefix", "--http", "127.0.0.1:1")
-    assert result.returncode == 2 and "s3://" in result.stderr
+    result = headwater("serve", "--root", "gs://bucket/prefix", "--http", "127.0.0.1:1")
+    assert result.returncode == 2 and "gs:// scheme is not supported" in result.stderr
 
 
 def test_inspect_prints_the_box_tree(tmp_path: Path) -> None:

@@ -158,3 +158,15 @@ async def test_s3_unreachable_endpoint_is_a_storage_error_within_the_timeouts() 
         await store.get("a")
     assert time.monotonic() - started < 10
     await store.close()
+
+
+async def test_s3_check_refuses_a_missing_bucket_and_passes_an_unreachable_endpoint(
+    s3_server: S3Server,
+) -> None:
+    missing = open_store("s3://no-such-bucket/x", s3_settings(s3_server.endpoint))
+    with pytest.raises(StorageError, match="the bucket does not exist"):
+        await missing.check()
+    present = open_store(f"s3://{s3_server.bucket('checked')}/x", s3_settings(s3_server.endpoint))
+    await present.check()
+    settings = s3_settings(f"http://127.0.0.1:{free_port()}", s3_connect_timeout=0.5, s3_max_attempts=1)
+    await open_store("s3://down/x", settings).check()  # down for now: the server starts anyway
