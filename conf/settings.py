@@ -109,6 +109,9 @@ class StorageSettings:
     s3_connect_timeout: float = 5.0  # seconds per attempt
     s3_read_timeout: float = 10.0  # seconds per attempt
     s3_max_attempts: int = 4  # attempts per request, with exponential backoff between them
+    spool: str = "./spool"  # S3 roots, ingest node: folder for writes the object store did not take
+    spool_size: int = 1024**3  # bytes the spool may hold; when full, ingest fails (503, RTMP closed)
+    spool_after: float = 2.0  # seconds a write to the object store may take before it is spooled
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ SMIL_TYPE = "application/smil+xml"
 
 
 def build_registry(settings: Settings) -> PointRegistry:
-    store = open_store(settings.root, settings.storage)
+    store = open_store(settings.root, settings.storage, spool=settings.ingest.enabled)
     return PointRegistry(
         PointStore(store),
         settings.points,

@@ -6,13 +6,15 @@ from conf.settings import StorageSettings
 from storage.disk import DiskStore
 from storage.errors import StorageError
 from storage.s3 import S3Options, S3Store, parse_s3_root
+from storage.spool import SpoolingStore
 from storage.store import Store
 
 ADDRESSING_STYLES = ("auto", "path", "virtual")
 
 
-def open_store(root: str, settings: StorageSettings) -> Store:
-    """A folder path (the embedded default) or ``s3://bucket[/prefix]``."""
+def open_store(root: str, settings: StorageSettings, *, spool: bool = False) -> Store:
+    """A folder path (the embedded default) or ``s3://bucket[/prefix]``; with ``spool`` (a node
+    that ingests), an S3 root gets the local spool of :mod:`storage.spool` in front."""
     if root.startswith("s3://"):
         bucket, prefix = parse_s3_root(root)
         if settings.s3_addressing_style not in ADDRESSING_STYLES:
@@ -30,7 +32,10 @@ def open_store(root: str, settings: StorageSettings) -> Store:
             read_timeout=settings.s3_read_timeout,
             max_attempts=settings.s3_max_attempts,
         )
-        return S3Store(bucket, prefix, options)
+        store = S3Store(bucket, prefix, options)
+        if not spool:
+            return store
+        return SpoolingStore(store, settings.spool, limit=settings.spool_size, deadline=settings.spool_after)
     if "://" in root:
         scheme = root.split("://", 1)[0]
         raise StorageError(

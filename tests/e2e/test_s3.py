@@ -201,3 +201,73 @@ def test_purge_on_s3_and_a_fresh_node_rebuilds_from_the_bucket(s3_server: S3Serv
         for server in (ingest, follower, fresh):
             if server.proc is not None:
                 server.stop()
+
+
+def test_s3_stopped_for_20_s_mid_push_loses_nothing(s3_server: S3Server, tmp_path: Path) -> None:
+    """moto is stopped (SIGSTOP: connections hang, as with a dead S3) for 20 s in the middle of a
+    real-time RTMP push. The ingesting node spools what the bucket does not take, keeps the
+    encoder connected and serves the spooled fragments; once moto runs again, the spool is flushed
+    in order. Then every fragment the encoder sent is in the bucket and in a fresh node's
+    manifests, in order, without a duplicate."""
+    bucket = s3_server.bucket("fault")
+    root = f"s3://{bucket}/f"
+    fast = ("storage.s3_connect_timeout=1", "storage.s3_read_timeout=2", "storage.spool_after=1")
+    ingest = s3_server.server(
+        tmp_path / "a", tmp_path / "a.log", root, *fast, f"storage.spool={tmp_path / 'spool'}"
+    )
+    fresh = s3_server.server(tmp_path / "c", tmp_path / "c.log", root, "ingest.enabled=false")
+    point = "live/fault"
+    seconds = 40
+    encoder: subprocess.Popen[bytes] | None = None
+    try:
+        ingest.start()
+        encoder = subprocess.Popen(
+            flv_args(ingest.rtmp_url(point), seconds),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(lambda: video_fragments(ingest, point) >= 4, 30, "fragments before the outage")
+        playlist = f"{ingest.url}/{point}.isml/fault-video.m3u8"
+        before = segment_uris(playlist)
+        s3_server.proc.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(20)
+            during = segment_uris(playlist)
+            assert ingest.events("spool.started"), "nothing was spooled"
+            # Served meanwhile: the playlist grew, and its newest segment (spooled) plays.
+            assert len(during) >= len(before) + 6, (before, during)
+            newest = httpx.get(f"{ingest.url}/{point}.isml/{during[-1]}", timeout=5)
+            assert newest.status_code == 200 and newest.content[:1] == b"G"  # MPEG-TS sync byte
+        finally:
+            s3_server.proc.send_signal(signal.SIGCONT)
+        encoder.wait(seconds + 30)
+        ingest.settled(point)
+        wait_for(lambda: bool(ingest.events("spool.flushed")), 60, "the spool flushed")
+        assert not [e for e in ingest.events("rtmp.disconnected") if e.get("reason") not in (None, "eof")]
+        stored = video_fragments(ingest, point)
+        assert stored >= seconds // 2 - 2
+        keys = [k for k in s3_server.keys(bucket, "f/live/fault/_tracks/video/") if k.endswith(".m4s")]
+        assert len(keys) == stored
+        assert not list((tmp_path / "spool").glob("*.op"))
+
+        fresh.start()
+        for name in ("video", "audio"):
+            text = httpx.get(f"{fresh.url}/{point}.isml/fault-{name}.m3u8").text
+            uris = [s.uri for s in m3u8.loads(text).segments]
+            assert uris == segment_uris(f"{ingest.url}/{point}.isml/fault-{name}.m3u8"), name
+            times = [int(u.rsplit("-", 1)[1].split(".")[0]) for u in uris]
+            assert times == sorted(set(times)), name  # in order, no duplicate
+            assert "#EXT-X-DISCONTINUITY\n" not in text, name  # no gap: nothing was lost
+        stats = tmp_path / "stats"
+        stats.mkdir()
+        decoded = decode(f"{fresh.url}/{point}.isml/fault.m3u8", stats / "hls.txt")
+        assert decoded >= seconds - 3, decoded
+    finally:
+        s3_server.proc.send_signal(signal.SIGCONT)
+        if encoder is not None:
+            encoder.kill()
+            encoder.wait()
+        for server in (ingest, fresh):
+            if server.proc is not None:
+                server.stop()

@@ -4,7 +4,9 @@ unreachable endpoint gives."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +23,7 @@ from storage.keys import PointId
 from storage.points import PointStore
 from storage.roots import open_store
 from storage.s3 import S3Store, parse_s3_root
+from storage.spool import SpoolingStore
 from storage.store import Store
 from tests.conftest import S3_ENV, S3Server, free_port
 
@@ -37,14 +40,15 @@ def s3_settings(endpoint: str, **extra: object) -> StorageSettings:
     return StorageSettings(s3_endpoint_url=endpoint, s3_addressing_style="path", **extra)  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=["disk", "s3"])
+@pytest.fixture(params=["disk", "s3", "s3+spool"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     if request.param == "disk":
         found: Store = DiskStore(tmp_path, fsync=False)
     else:
         s3: S3Server = request.getfixturevalue("s3_server")
         bucket = s3.bucket(f"contract-{next(_buckets)}")
-        found = open_store(f"s3://{bucket}/some/prefix", s3_settings(s3.endpoint))
+        settings = s3_settings(s3.endpoint, spool=str(tmp_path / "spool"))
+        found = open_store(f"s3://{bucket}/some/prefix", settings, spool=request.param.endswith("spool"))
     yield found
     await found.close()
 
@@ -170,3 +174,70 @@ async def test_s3_check_refuses_a_missing_bucket_and_passes_an_unreachable_endpo
     await present.check()
     settings = s3_settings(f"http://127.0.0.1:{free_port()}", s3_connect_timeout=0.5, s3_max_attempts=1)
     await open_store("s3://down/x", settings).check()  # down for now: the server starts anyway
+
+
+async def test_spool_keeps_writes_while_s3_is_stopped_and_a_new_process_flushes_them(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    """moto stopped (SIGSTOP): writes are spooled after the deadline and read back from the spool;
+    the process goes away with the spool full of them; a new one on the same folder flushes them
+    in order once moto runs again (the abandoned first write landing late counts once)."""
+    bucket = s3_server.bucket("spooled")
+    settings = s3_settings(
+        s3_server.endpoint,
+        s3_connect_timeout=0.5,
+        s3_read_timeout=1.0,
+        s3_max_attempts=1,
+        spool=str(tmp_path / "spool"),
+        spool_after=0.3,
+    )
+    first = open_store(f"s3://{bucket}/x", settings, spool=True)
+    assert isinstance(first, SpoolingStore)
+    await first.append("idx", b"r0", initial=b"M")
+    s3_server.proc.send_signal(signal.SIGSTOP)
+    try:
+        await first.put("frag/1", b"one")
+        await first.append("idx", b"r1", initial=b"M")
+        await first.append("idx", b"r2", initial=b"M")
+        await first.put("frag/2", b"two")
+        assert first.spooled == 4
+        assert await first.get("frag/2") == b"two" and await first.exists("frag/1")
+        with pytest.raises(StorageError, match="still in the local spool"):
+            await first.delete_many(["frag/1"])
+        assert first._flusher is not None
+        first._flusher.cancel()  # the process dies with its spool
+    finally:
+        s3_server.proc.send_signal(signal.SIGCONT)
+    second = open_store(f"s3://{bucket}/x", settings, spool=True)
+    assert isinstance(second, SpoolingStore) and second.spooled == 4
+    await second.check()  # at start: the flusher runs
+    deadline = time.monotonic() + 20
+    while second.spooled and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert second.spooled == 0 and not list((tmp_path / "spool").iterdir())
+    plain = open_store(f"s3://{bucket}/x", s3_settings(s3_server.endpoint))
+    assert await plain.get("idx") == b"Mr0r1r2"
+    assert await plain.get("frag/1") == b"one" and await plain.get("frag/2") == b"two"
+    for store in (first, second, plain):
+        await store.close()
+
+
+async def test_spool_full_refuses_the_write(s3_server: S3Server, tmp_path: Path) -> None:
+    settings = s3_settings(
+        s3_server.endpoint,
+        s3_connect_timeout=0.5,
+        s3_read_timeout=1.0,
+        s3_max_attempts=1,
+        spool=str(tmp_path / "spool"),
+        spool_after=0.3,
+        spool_size=10,
+    )
+    store = open_store(f"s3://{s3_server.bucket('full')}/x", settings, spool=True)
+    s3_server.proc.send_signal(signal.SIGSTOP)
+    try:
+        await store.put("a", b"12345678")
+        with pytest.raises(StorageError, match="spool is full"):
+            await store.put("b", b"12345678")
+    finally:
+        s3_server.proc.send_signal(signal.SIGCONT)
+    await store.close()
