@@ -176,6 +176,19 @@ async def test_s3_check_refuses_a_missing_bucket_and_passes_an_unreachable_endpo
     await open_store("s3://down/x", settings).check()  # down for now: the server starts anyway
 
 
+def fast_spool(s3_server: S3Server, tmp_path: Path, **extra: object) -> StorageSettings:
+    """Short timeouts, one attempt, spooled after 0.3 s: a stopped moto is noticed at once."""
+    return s3_settings(
+        s3_server.endpoint,
+        s3_connect_timeout=0.5,
+        s3_read_timeout=1.0,
+        s3_max_attempts=1,
+        spool=str(tmp_path / "spool"),
+        spool_after=0.3,
+        **extra,
+    )
+
+
 async def test_spool_keeps_writes_while_s3_is_stopped_and_a_new_process_flushes_them(
     s3_server: S3Server, tmp_path: Path
 ) -> None:
@@ -183,14 +196,7 @@ async def test_spool_keeps_writes_while_s3_is_stopped_and_a_new_process_flushes_
     the process goes away with the spool full of them; a new one on the same folder flushes them
     in order once moto runs again (the abandoned first write landing late counts once)."""
     bucket = s3_server.bucket("spooled")
-    settings = s3_settings(
-        s3_server.endpoint,
-        s3_connect_timeout=0.5,
-        s3_read_timeout=1.0,
-        s3_max_attempts=1,
-        spool=str(tmp_path / "spool"),
-        spool_after=0.3,
-    )
+    settings = fast_spool(s3_server, tmp_path)
     first = open_store(f"s3://{bucket}/x", settings, spool=True)
     assert isinstance(first, SpoolingStore)
     await first.append("idx", b"r0", initial=b"M")
@@ -223,15 +229,7 @@ async def test_spool_keeps_writes_while_s3_is_stopped_and_a_new_process_flushes_
 
 
 async def test_spool_full_refuses_the_write(s3_server: S3Server, tmp_path: Path) -> None:
-    settings = s3_settings(
-        s3_server.endpoint,
-        s3_connect_timeout=0.5,
-        s3_read_timeout=1.0,
-        s3_max_attempts=1,
-        spool=str(tmp_path / "spool"),
-        spool_after=0.3,
-        spool_size=10,
-    )
+    settings = fast_spool(s3_server, tmp_path, spool_size=10)
     store = open_store(f"s3://{s3_server.bucket('full')}/x", settings, spool=True)
     s3_server.proc.send_signal(signal.SIGSTOP)
     try:
