@@ -352,9 +352,10 @@ class Period:
     """One encoder run in the window, as a DASH Period presents it: players move on to a new Period
     where a gap inside one stalls them (ISO/IEC 23009-1 §5.3.2, DASH-IF IOP §4.5 "multi-period").
     ``number`` counts the breaks before the run in the archive and names it across MPD updates;
-    ``start`` is the media time in seconds where it starts on the reference track (its first stored
-    segment while live, so it stays put as the window slides; the window's start otherwise) and
-    ``anchor_ms`` the UTC at media time zero on its clock. ``windows``: each track's segments in it."""
+    ``start`` is the media time in seconds where every one of its tracks has begun (from their
+    first stored segments of the run while live, so it stays put as the window slides; from the
+    window's otherwise) and ``anchor_ms`` the UTC at media time zero on its clock (the reference
+    track's). ``windows``: each track's segments in it."""
 
     number: int
     start: Fraction
@@ -394,8 +395,25 @@ class Presentation:
         """The window as one Period per encoder run, cut where the reference track (the first
         video track, else the first) has a discontinuity. Each other track's runs join the Period
         starting at most half a segment after theirs, so an audio run a frame ahead of the video's
-        joins it and a gap inside a run stays in its Period. A Period starts where the earliest of
-        its tracks does, so none begins before it."""
+        joins it and a gap inside a run stays in its Period.
+
+        A Period starts where the latest of its tracks does, so that every Representation has a
+        segment at its start (DASH-IF timing model: a Representation covers its Period, "Necessary
+        segment references"); a track that began earlier, typically by a few milliseconds,
+        overflows the start, and players leave those samples out ("Alignment of periods and
+        representations"). A track beginning after the Period's start would leave a gap there:
+        dash.js finds no segment at the start and seeks to the next one, which moves the playback
+        position out of the previous Period when it preloads this one while its first seek is
+        still pending (StreamProcessor ``_noMediaRequestGenerated``).
+
+        While live, a new run's Period is published once every audio and video track has joined
+        it, and a track's run beginning after the reference track's last segment waits for the
+        reference's run rather than join the Period before: the tracks' first segments of a run
+        are stored some milliseconds apart, and dash.js builds a Period's streams from the first
+        MPD that lists it (Stream ``startPreloading``; ``updateData`` adds none), so a Period
+        listed before its audio plays without it for good, its buffered range never resuming
+        after the gap. A run that has gone on for ``patience`` without the others is published
+        anyway (a track gone for good)."""
         shown = [v for v in self.views if v.window]
         if not shown:
             return []
@@ -409,24 +427,51 @@ class Presentation:
                 Fraction(anchors[-1], 1000) + Fraction((first if self.live else segments[0]).time, scale)
             )
         tolerance = Fraction(reference.target_duration, 2)
+        patience = 2 * max(v.target_duration for v in shown)
+        last = reference.window[-1]
+        edge = Fraction(reference.utc_ms(last), 1000) + Fraction(last.duration, scale)  # UTC
         members: list[list[tuple[TrackView, Segment, list[Segment]]]] = [[] for _ in starts]
         for view in shown:
             for _, first, segments in view.runs():
                 utc = Fraction(view.utc_ms(segments[0]), 1000)
+                if (
+                    self.live
+                    and view is not reference
+                    and utc > edge + tolerance
+                    and _lasted(view, first, segments) < patience
+                ):
+                    continue  # the next run, ahead of the reference's: its Period is not out yet
                 members[max(0, bisect.bisect_right(starts, utc + tolerance) - 1)].append(
                     (view, first, segments)
                 )
+        if self.live:
+            joined = {view.track.name for view, _, _ in members[-1]}
+            expected = {
+                v.track.name for v in self.views if v.track.kind in (TrackKind.VIDEO, TrackKind.AUDIO)
+            }
+            _, first, segments = own[-1]
+            if not expected <= joined and _lasted(reference, first, segments) < patience:
+                own, anchors, members = own[:-1], anchors[:-1], members[:-1]  # not out yet
         periods = []
         for (breaks, _, _), anchor, runs in zip(own, anchors, members, strict=True):
             windows: dict[str, list[Segment]] = {}
-            begins, ends = [], []
+            begins: dict[str, Fraction] = {}  # each track's first run in the Period begins
+            ends = []
             for view, first, segments in runs:
                 windows.setdefault(view.track.name, []).extend(segments)
                 scale = view.track.timescale
-                begins.append(Fraction((first if self.live else segments[0]).time, scale))
+                begins.setdefault(
+                    view.track.name, Fraction((first if self.live else segments[0]).time, scale)
+                )
                 ends.append(Fraction(segments[-1].end, scale))
-            periods.append(Period(breaks, min(begins), anchor, windows, max(ends)))
+            periods.append(Period(breaks, max(begins.values()), anchor, windows, max(ends)))
         return periods
+
+
+def _lasted(view: TrackView, first: Segment, segments: list[Segment]) -> Fraction:
+    """Seconds from the start of a run (``first``, its first stored segment) to the end of its
+    last segment in the window."""
+    return Fraction(segments[-1].end - first.time, view.track.timescale)
 
 
 # Frame rates encoders use; a measured rate within 1% of one is that rate (ISO/IEC 23009-1

@@ -12,10 +12,13 @@ has a real gap, the time the encoder was away (~4.3 s).
 - Players started before the kill (hls.js with MPEG-TS and with fMP4, dash.js, Shaka) play on
   across the restart: ``currentTime`` ends past the gap and advances by at least the measured
   seconds less the gap (a player that keeps its latency waits the gap out, then jumps it) and a
-  little slack.
+  little slack. dash.js plays with a live delay shorter than the stream is old when it starts
+  (see ``EARLY_CONFIG``).
 - Players started after the restart at a position ``LEAD`` s before the gap (the harness's
   ``start``: a point in the DVR window on each player's own ``currentTime`` axis) play across it
-  too.
+  too. dash.js loads the new Period ahead while the previous one plays, and a Representation
+  without a segment at that Period's start makes it seek there instead
+  (``test_dash_starts_a_period_at_the_gap``).
 
 Wall time (~60 s): the eight plays (each in its own headless Chromium) run concurrently with the
 publishes, launched from a thread pool by the module fixture; each test waits for its own play.
@@ -60,6 +63,17 @@ SLACK = 3.0  # s of currentTime progress that may be lost besides the gap (stall
 PLAYED_PAST_GAP = 1.0  # s a player must have played beyond the gap
 NS = {"d": "urn:mpeg:dash:schema:mpd:2011"}
 
+# The early players' settings. dash.js 5.2.1 starts a live stream its live delay behind the live
+# edge (MPD@suggestedPresentationDelay, 9 s here), but no earlier than the start of its DVR window
+# (StreamController._getInitialStartTimeForDynamicStream); the early players load the MPD when the
+# stream is 4-8 s old, so that is the start of the first Period. Chromium already reports that
+# time as currentTime (the start of the MediaSource's live seekable range, which dash.js sets to
+# its DVR window), so dash.js does not set it again (VideoModel.setCurrentTime skips a currentTime
+# equal to the one asked for) and the element never seeks: it stays at HAVE_METADATA with the media
+# buffered there until a seek. A live delay shorter than the 4 s stored when the early players are
+# launched starts dash.js inside the window instead.
+EARLY_CONFIG: dict[str, dict[str, object]] = {"dash.js": {"streaming": {"delay": {"liveDelay": 3}}}}
+
 VARIANTS = [  # (player, manifest), and the test id
     ("hls.js", f"{STEM}.m3u8"),
     ("hls.js", f"{STEM}.m3u8?hls_fmp4=true"),
@@ -97,9 +111,15 @@ class Played:
         return self.launched + self.result.elapsed - self.result.measured_seconds
 
 
-def timed_play(player: str, url: str, seconds: float, start: float | None = None) -> Played:
+def timed_play(
+    player: str,
+    url: str,
+    seconds: float,
+    start: float | None = None,
+    config: dict[str, object] | None = None,
+) -> Played:
     launched = time.monotonic()
-    result = play(player, url, seconds=seconds, live=True, start=start)
+    result = play(player, url, seconds=seconds, live=True, start=start, config=config)
     return Played(result, launched, time.monotonic())
 
 
@@ -175,7 +195,9 @@ def restart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restart]:
         wait_for(lambda: fragments() >= 2, 30, "the first publish's fragments")
         launched = time.monotonic()
         before = {
-            v: pool.submit(timed_play, v[0], f"{base}/{v[1]}", BEFORE_SECONDS) for v in VARIANTS if players
+            v: pool.submit(timed_play, v[0], f"{base}/{v[1]}", BEFORE_SECONDS, None, EARLY_CONFIG.get(v[0]))
+            for v in VARIANTS
+            if players
         }
         wait_for(lambda: fragments() >= KILL_AFTER_FRAGMENTS, 30, "the fragments before the kill")
         time.sleep(max(0.0, launched + PLAYERS_STARTING - time.monotonic()))
@@ -359,11 +381,26 @@ def test_hls_marks_the_gap_with_one_discontinuity_and_its_date(restart: Restart,
 
 def test_dash_starts_a_period_at_the_gap(restart: Restart) -> None:
     """A new Period for the new run (dash.js stalls at a gap inside one Period's SegmentTimeline),
-    starting where the run's media does: the presentation timeline has one gap per content type,
-    as long as the HLS one, between the two Periods."""
+    starting where the run's media does, with both tracks: the presentation timeline has one gap
+    per content type, as long as the HLS one, between the two Periods.
+
+    Every Representation has a segment at its Period's start (``S@t`` ≤ presentationTimeOffset <
+    its end), though ffmpeg starts the video some milliseconds after the audio: dash.js, finding
+    no segment at a Period's start while it preloads that Period, seeks to the first one after it
+    if its initial seek is still pending, so a player started before the gap would begin in the
+    next Period."""
     mpd = restart.manifests[f"{STEM}.mpd"]
     periods = ET.fromstring(mpd).findall("d:Period", NS)
     assert [p.get("id") for p in periods] == ["0", "1"], mpd
+    for period in periods:
+        kinds = [a.get("contentType") for a in period.findall("d:AdaptationSet", NS)]
+        assert kinds == ["video", "audio"], (period.get("id"), mpd)
+        for template in period.findall(".//d:SegmentTemplate", NS):
+            first = template.find("d:SegmentTimeline/d:S", NS)
+            assert first is not None, mpd
+            t, d = int(first.get("t", "")), int(first.get("d", ""))
+            offset = int(template.get("presentationTimeOffset", "0"))
+            assert t <= offset < t + d, (period.get("id"), mpd)
     segments = dash_segments(mpd)
     assert set(segments) == {"video", "audio"}, mpd
     for kind, spans in segments.items():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import os
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -155,6 +156,84 @@ def test_every_track_places_its_segments_on_one_wall_clock() -> None:
     assert after.utc == Fraction(ANCHOR_MS + 16_000, 1000)
     counts = {name: len(window) for name, window in after.windows.items()}
     assert counts == {v.track.name: len(v.window) - 6 for v in p.views}
+
+
+def shifted(timeline: list[TimelineEntry], ticks: int, timescale: int) -> list[TimelineEntry]:
+    """The same fragments ``ticks`` later on the media timeline and on the wall clock."""
+    ms = ticks * 1000 // timescale
+    return [replace(e, decode_time=e.decode_time + ticks, wallclock_ms=e.wallclock_ms + ms) for e in timeline]
+
+
+@pytest.mark.parametrize("live", [True, False], ids=["live", "on-demand"])
+def test_a_period_starts_where_every_track_has_a_segment(live: bool) -> None:
+    """The video of each run starts 21 ms after its audio (as ffmpeg publishes over RTMP), and the
+    audio loses a fragment inside the second run: each Period starts at the video's first segment,
+    so every Representation has a segment at the Period's start (its first ``S@t`` at or before
+    ``presentationTimeOffset``): dash.js, finding none there, seeks ahead, out of the Period
+    playing (tests/e2e/test_restart_playback.py). The audio's own gap does not move the start."""
+    audio = entries(48000, 12, gap_after=5)
+    audio = [*audio[:9], replace(audio[10], flags=audio[10].flags | FLAG_DISCONTINUITY), audio[11]]
+    sources = []
+    for t, e in [(VIDEO_HI, shifted(entries(90000, 12, gap_after=5), 1890, 90000)), (AUDIO, audio)]:
+        cutter = SegmentCutter(t.timescale, Fraction(0))
+        cutter.update(Timeline(e))
+        sources.append(Source(t, cutter, Fraction(25) if t.kind is TrackKind.VIDEO else None))
+    p = present("live/offset", sources, live=live, dvr_window=60, control=Control())
+    periods = p.periods()
+    assert [(q.number, q.start) for q in periods] == [(0, Fraction(21, 1000)), (1, Fraction(16021, 1000))]
+    assert [len(q.windows[AUDIO.name]) for q in periods] == [6, 5]
+    root = ET.fromstring(dash.mpd(p, "offset", "http://origin.example/time"))
+    ns = {"d": dash.NS}
+    starts = [q.get("start") for q in root.findall("d:Period", ns)]
+    if live:  # on the wall clock
+        assert starts == ["PT1795000000.021S", "PT1795000016.021S"]
+    else:  # back to back
+        assert starts == ["PT0.000S", "PT12.000S"]
+    for period in root.findall("d:Period", ns):
+        for template in period.findall(".//d:SegmentTemplate", ns):
+            first = template.find("d:SegmentTimeline/d:S", ns)
+            assert first is not None
+            t, d = int(first.get("t", "")), int(first.get("d", ""))
+            offset = int(template.get("presentationTimeOffset", ""))
+            assert t <= offset < t + d, (period.get("id"), ET.tostring(template, encoding="unicode"))
+
+
+@pytest.mark.parametrize(
+    ("video", "audio", "live", "expected"),
+    [
+        (7, 7, True, [(6, 6), (1, 1)]),
+        # The new run's video is stored first: its Period waits for the audio.
+        (7, 6, True, [(6, 6)]),
+        # Its audio first: the audio waits for the video's run, out of Period 0.
+        (6, 7, True, [(6, 6)]),
+        # Video alone for 6 s, longer than the 4 s (two target durations) a Period waits for its
+        # tracks: published without audio; the same for audio alone, in the Period playing.
+        (9, 6, True, [(6, 6), (3, 0)]),
+        (6, 9, True, [(6, 9)]),
+        # On demand everything is there for good.
+        (7, 6, False, [(6, 6), (1, 0)]),
+    ],
+)
+def test_a_new_period_is_published_with_all_its_tracks(
+    video: int, audio: int, live: bool, expected: list[tuple[int, int]]
+) -> None:
+    """The golden stream's restart (after 6 of 12 fragments, 4 s away) when only the first ``video``
+    and ``audio`` fragments of each track are stored: dash.js builds a Period's streams from the
+    first MPD listing it, so a Period listed before its audio plays without audio, unable to get
+    past the gap before it (tests/e2e/test_restart_playback.py). ``expected``: each Period's video
+    and audio segments."""
+    sources = []
+    for t, count in [(VIDEO_HI, video), (AUDIO, audio)]:
+        cutter = SegmentCutter(t.timescale, Fraction(0))
+        cutter.update(Timeline(entries(t.timescale, 12, gap_after=5)[:count]))
+        sources.append(Source(t, cutter, Fraction(25) if t.kind is TrackKind.VIDEO else None))
+    p = present("live/restart", sources, live=live, dvr_window=60, control=Control())
+    periods = p.periods()
+    assert [(len(q.windows.get(VIDEO_HI.name, [])), len(q.windows.get(AUDIO.name, []))) for q in periods] == (
+        expected
+    )
+    mpd = ET.fromstring(dash.mpd(p, "restart", "http://origin.example/time"))
+    assert len(mpd.findall(f"{{{dash.NS}}}Period")) == len(expected)
 
 
 @pytest.mark.parametrize(
