@@ -36,6 +36,17 @@ def timeline(segments: list[Segment]) -> ET.Element:
     return element
 
 
+def presentation_delay(p: Presentation, longest: int) -> Fraction:
+    """MPD@suggestedPresentationDelay: three target durations behind the live edge, but never more
+    than what is listed less half a segment. A player asked to start further back than the window
+    reaches starts at its very first segment; dash.js 5.2 in Chromium then sits still there (the
+    media element already reports that time, so it never seeks), which every viewer who opens a
+    stream in its first seconds would meet."""
+    spans = [Fraction(v.window[-1].end - v.window[0].time, v.track.timescale) for v in p.views if v.window]
+    half = Fraction(longest, 2)
+    return min(Fraction(3 * longest), max(half, min(spans, default=half) - half))
+
+
 def _frame_rate(rate: Fraction) -> str:
     return str(rate.numerator) if rate.denominator == 1 else f"{rate.numerator}/{rate.denominator}"
 
@@ -63,7 +74,7 @@ def mpd(p: Presentation, stem: str, clock_url: str, query: str = "") -> str:
         root.set("publishTime", iso_utc(p.updated_ms))
         root.set("minimumUpdatePeriod", duration(Fraction(longest, 2)))
         root.set("timeShiftBufferDepth", duration(p.dvr_window))
-        root.set("suggestedPresentationDelay", duration(3 * longest))
+        root.set("suggestedPresentationDelay", duration(presentation_delay(p, longest)))
     else:
         root.set("type", "static")
         root.set("mediaPresentationDuration", duration(sum((q.end - q.start for q in periods), Fraction(0))))

@@ -12,8 +12,9 @@ has a real gap, the time the encoder was away (~4.3 s).
 - Players started before the kill (hls.js with MPEG-TS and with fMP4, dash.js, Shaka) play on
   across the restart: ``currentTime`` ends past the gap and advances by at least the measured
   seconds less the gap (a player that keeps its latency waits the gap out, then jumps it) and a
-  little slack. dash.js plays with a live delay shorter than the stream is old when it starts
-  (see ``EARLY_CONFIG``).
+  little slack. They start while the stream is 4-8 s old, younger than the players' usual live
+  delay: the MPD's suggestedPresentationDelay stays within what it lists (``presentation_delay``
+  in media/dash.py), else dash.js would sit still at the window's first segment.
 - Players started after the restart at a position ``LEAD`` s before the gap (the harness's
   ``start``: a point in the DVR window on each player's own ``currentTime`` axis) play across it
   too. dash.js loads the new Period ahead while the previous one plays, and a Representation
@@ -63,16 +64,6 @@ SLACK = 3.0  # s of currentTime progress that may be lost besides the gap (stall
 PLAYED_PAST_GAP = 1.0  # s a player must have played beyond the gap
 NS = {"d": "urn:mpeg:dash:schema:mpd:2011"}
 
-# The early players' settings. dash.js 5.2.1 starts a live stream its live delay behind the live
-# edge (MPD@suggestedPresentationDelay, 9 s here), but no earlier than the start of its DVR window
-# (StreamController._getInitialStartTimeForDynamicStream); the early players load the MPD when the
-# stream is 4-8 s old, so that is the start of the first Period. Chromium already reports that
-# time as currentTime (the start of the MediaSource's live seekable range, which dash.js sets to
-# its DVR window), so dash.js does not set it again (VideoModel.setCurrentTime skips a currentTime
-# equal to the one asked for) and the element never seeks: it stays at HAVE_METADATA with the media
-# buffered there until a seek. A live delay shorter than the 4 s stored when the early players are
-# launched starts dash.js inside the window instead.
-EARLY_CONFIG: dict[str, dict[str, object]] = {"dash.js": {"streaming": {"delay": {"liveDelay": 3}}}}
 
 VARIANTS = [  # (player, manifest), and the test id
     ("hls.js", f"{STEM}.m3u8"),
@@ -116,10 +107,9 @@ def timed_play(
     url: str,
     seconds: float,
     start: float | None = None,
-    config: dict[str, object] | None = None,
 ) -> Played:
     launched = time.monotonic()
-    result = play(player, url, seconds=seconds, live=True, start=start, config=config)
+    result = play(player, url, seconds=seconds, live=True, start=start)
     return Played(result, launched, time.monotonic())
 
 
@@ -195,9 +185,7 @@ def restart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Restart]:
         wait_for(lambda: fragments() >= 2, 30, "the first publish's fragments")
         launched = time.monotonic()
         before = {
-            v: pool.submit(timed_play, v[0], f"{base}/{v[1]}", BEFORE_SECONDS, None, EARLY_CONFIG.get(v[0]))
-            for v in VARIANTS
-            if players
+            v: pool.submit(timed_play, v[0], f"{base}/{v[1]}", BEFORE_SECONDS) for v in VARIANTS if players
         }
         wait_for(lambda: fragments() >= KILL_AFTER_FRAGMENTS, 30, "the fragments before the kill")
         time.sleep(max(0.0, launched + PLAYERS_STARTING - time.monotonic()))

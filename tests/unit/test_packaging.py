@@ -348,3 +348,19 @@ def test_frame_rate(
 ) -> None:
     samples = [Sample(d, 10, 0, o) for d, o in zip(durations, offsets, strict=True)]
     assert frame_rate(samples, timescale) == expected
+
+
+@pytest.mark.parametrize(
+    ("count", "delay"), [(1, "PT1.000S"), (2, "PT3.000S"), (3, "PT5.000S"), (12, "PT6.000S")]
+)
+def test_suggested_presentation_delay_stays_within_a_young_stream(count: int, delay: str) -> None:
+    """Three target durations (6 s) behind the edge once the window holds that much; before, what
+    is listed less half a segment, so a player never starts at the window's very first segment."""
+    sources = []
+    for t in (VIDEO_HI, AUDIO):
+        cutter = SegmentCutter(t.timescale, Fraction(0))
+        cutter.update(Timeline(entries(t.timescale, count)))
+        sources.append(Source(t, cutter))
+    p = present("live/young", sources, live=True, dvr_window=60, control=Control())
+    root = ET.fromstring(dash.mpd(p, "young", "http://origin.example/time"))
+    assert root.get("suggestedPresentationDelay") == delay
