@@ -159,7 +159,7 @@ class PointStore:
         loaded = await index.load()
         current = [e for e in loaded.entries if e.decode_time >= mark.first_time]
         if not repair:
-            return Timeline(sorted({e.decode_time: e for e in current}.values(), key=_time), mark)
+            return Timeline(list({e.decode_time: e for e in current}.values()), mark)  # sorts them
         by_time = {e.decode_time: e for e in current}
         rewrite = loaded.damaged or list(by_time.values()) != current
         if loaded.damaged:
@@ -205,7 +205,8 @@ class PointStore:
                 index.forget_before(mark.first_time)
                 kept = [e for e in timeline.entries if e.decode_time >= mark.first_time]
                 timeline = Timeline(kept, mark)
-                await self._add_followed(index, timeline)
+                if not await self._add_followed(index, timeline):
+                    return await self.load_timeline(pid, track, timescale, repair=False)
                 return timeline
         before = len(timeline)
         if not await self._add_followed(index, timeline):
@@ -271,7 +272,3 @@ class PointStore:
 
     async def delete_fragments(self, pid: PointId, track: str, times: list[int]) -> int:
         return await self.store.delete_many([pid.fragment_key(track, t) for t in times])
-
-
-def _time(entry: TimelineEntry) -> int:
-    return entry.decode_time

@@ -85,7 +85,6 @@ class S3Store(Store):
         self.client: S3Client = session.client("s3", endpoint_url=options.endpoint_url or None, config=config)
         self._pool = ThreadPoolExecutor(options.max_concurrency, thread_name_prefix="s3")
         self._appended: OrderedDict[str, bytes] = OrderedDict()
-        self.requests = 0  # S3 requests made (first attempts), for the benchmarks
 
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
@@ -94,7 +93,6 @@ class S3Store(Store):
         return self.prefix + check_key(key)
 
     async def _call(self, what: str, key: str, call: Callable[[], T]) -> T:
-        self.requests += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, call)
         except ClientError as exc:

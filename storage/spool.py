@@ -21,6 +21,7 @@ import builtins
 import json
 import logging
 import os
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,8 +63,8 @@ class SpoolingStore(Store):
         self.limit = limit
         self.deadline = deadline
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._queue: list[Spooled] = []  # in order
-        self._by_key: dict[str, list[Spooled]] = {}
+        self._queue: deque[Spooled] = deque()  # in order
+        self._by_key: dict[str, deque[Spooled]] = {}
         self._size = 0
         self._next = 0
         self._inflight: set[asyncio.Future[None]] = set()
@@ -78,10 +79,6 @@ class SpoolingStore(Store):
     def spooled(self) -> int:
         """Operations waiting in the spool."""
         return len(self._queue)
-
-    @property
-    def spooled_bytes(self) -> int:
-        return self._size
 
     def _path(self, sequence: int) -> Path:
         return self.folder / f"{sequence:016d}{SUFFIX}"
@@ -111,17 +108,16 @@ class SpoolingStore(Store):
 
     def _add(self, item: Spooled) -> None:
         self._queue.append(item)
-        self._by_key.setdefault(item.key, []).append(item)
+        self._by_key.setdefault(item.key, deque()).append(item)
         self._size += item.size
 
-    def _remove_first(self) -> Spooled:
-        item = self._queue.pop(0)
+    def _remove_first(self) -> None:
+        item = self._queue.popleft()
         same = self._by_key[item.key]
-        same.pop(0)
+        same.popleft()
         if not same:
             del self._by_key[item.key]
         self._size -= item.size
-        return item
 
     def _data(self, item: Spooled) -> bytes:
         with open(self._path(item.sequence), "rb") as f:
