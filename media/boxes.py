@@ -14,9 +14,9 @@ import struct
 import sys
 import uuid
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, TypeVar
+from typing import ClassVar, NamedTuple, TypeVar
 
 from media.bmff import UUID, Cursor, full_header, parse_header, write_header
 from media.errors import BoxError
@@ -1901,7 +1901,13 @@ class EventMessageBox(Box):
 TFXD_UUID = uuid.UUID("6d1d9b05-42d5-44e6-80e2-141daff757b2").bytes
 TFRF_UUID = uuid.UUID("d4807ef2-ca39-4695-8e54-26cb9e46a79f").bytes
 LIVE_SERVER_MANIFEST_UUID = uuid.UUID("a5d40b30-e814-11dd-ba2f-0800200c9a66").bytes
-UUID_NAMES = {TFXD_UUID: "tfxd", TFRF_UUID: "tfrf", LIVE_SERVER_MANIFEST_UUID: "lsm "}
+PIFF_SENC_UUID = uuid.UUID("a2394f52-5a9b-4f14-a244-6c427c648df4").bytes  # PIFF 1.1 SampleEncryptionBox
+UUID_NAMES = {
+    TFXD_UUID: "tfxd",
+    TFRF_UUID: "tfrf",
+    LIVE_SERVER_MANIFEST_UUID: "lsm ",
+    PIFF_SENC_UUID: "senc(PIFF)",
+}
 
 
 @register
@@ -1969,3 +1975,537 @@ class LiveServerManifestBox(Box):
 
     def describe(self) -> str:
         return f"({len(self.xml)} characters of SMIL)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Common Encryption (ISO/IEC 23001-7) and the protection boxes of ISO/IEC 14496-12 §8.12
+
+KID_SIZE = 16
+SCHM_URI_PRESENT = 0x1
+SENC_SUBSAMPLES = 0x2  # 23001-7 §7.2: entries carry subsample maps
+PIFF_SENC_OVERRIDE = 0x1  # PIFF 1.1: AlgorithmID, IV_size and KID follow the flags
+AUX_INFO_TYPE_PRESENT = 0x1  # saiz/saio: aux_info_type and its parameter are present
+GROUP_IN_FRAGMENT = 0x10000  # sbgp in a traf: indexes above this count the traf's own sgpd (§8.9.4)
+SEIG = b"seig"
+
+
+@register
+@dataclass
+class OriginalFormatBox(Box):
+    """frma (14496-12 §8.12.2): the format a protected sample entry had before it became ``encv`` or
+    ``enca``."""
+
+    TYPE = b"frma"
+    data_format: bytes = b"avc1"
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> OriginalFormatBox:
+        return cls(cur.take(4, "data_format"))
+
+    def payload(self) -> bytes:
+        if len(self.data_format) != 4:
+            raise BoxError(f"frma data_format {self.data_format!r} is not a four-character code", path="frma")
+        return self.data_format
+
+
+@register
+@dataclass
+class SchemeTypeBox(Box):
+    """schm (14496-12 §8.12.5): the protection scheme (``cenc``, ``cbcs``, … of 23001-7 §4) and its
+    version, 0x00010000 for Common Encryption; flag 1 adds a scheme URI."""
+
+    TYPE = b"schm"
+    scheme_type: bytes = b"cenc"
+    scheme_version: int = 0x10000
+    scheme_uri: str | None = None
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> SchemeTypeBox:
+        _, flags = cur.full_header()
+        scheme, version = cur.take(4, "scheme_type"), cur.u32()
+        return cls(scheme, version, cur.cstring() if flags & SCHM_URI_PRESENT else None)
+
+    def payload(self) -> bytes:
+        flags = SCHM_URI_PRESENT if self.scheme_uri is not None else 0
+        uri = b"" if self.scheme_uri is None else self.scheme_uri.encode() + b"\0"
+        return full_header(0, flags) + self.scheme_type + self.scheme_version.to_bytes(4, "big") + uri
+
+
+def _read_protection(cur: Cursor) -> tuple[int, int, bytes, bytes]:
+    """isProtected, Per_Sample_IV_Size, KID and the constant IV (present when protected with an IV
+    size of 0): the fields ``tenc`` (23001-7 §8.2.2) and ``seig`` (§6.1) share."""
+    protected = cur.u8()
+    iv_size = cur.u8()
+    if iv_size not in (0, 8, 16):
+        raise cur.error(f"Per_Sample_IV_Size {iv_size} is not 0, 8 or 16")
+    kid = cur.take(KID_SIZE, "KID")
+    constant_iv = b""
+    if protected == 1 and iv_size == 0:
+        size = cur.u8()
+        if size not in (8, 16):
+            raise cur.error(f"constant_IV_size {size} is not 8 or 16")
+        constant_iv = cur.take(size, "constant_IV")
+    return protected, iv_size, kid, constant_iv
+
+
+def _write_protection(protected: int, iv_size: int, kid: bytes, constant_iv: bytes, path: str) -> bytes:
+    if len(kid) != KID_SIZE:
+        raise BoxError(f"KID is {len(kid)} bytes, not {KID_SIZE}", path=path)
+    out = bytes([protected, iv_size]) + kid
+    if protected == 1 and iv_size == 0:
+        if len(constant_iv) not in (8, 16):
+            raise BoxError(f"constant IV is {len(constant_iv)} bytes, not 8 or 16", path=path)
+        return out + bytes([len(constant_iv)]) + constant_iv
+    if constant_iv:
+        raise BoxError("a constant IV needs isProtected 1 and Per_Sample_IV_Size 0", path=path)
+    return out
+
+
+@register
+@dataclass
+class TrackEncryptionBox(Box):
+    """tenc (23001-7 §8.2): a protected track's defaults: whether samples are protected, the size of
+    their IVs in ``senc`` (0: every sample uses ``default_constant_iv``, §9.1), the default KID, and in
+    version 1 the crypt:skip pattern in 16-byte blocks of the pattern schemes (§9.6)."""
+
+    TYPE = b"tenc"
+    default_kid: bytes = bytes(KID_SIZE)
+    default_per_sample_iv_size: int = 8
+    default_is_protected: int = 1
+    default_crypt_byte_block: int = 0
+    default_skip_byte_block: int = 0
+    default_constant_iv: bytes = b""
+    version: int = 0
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> TrackEncryptionBox:
+        version, _ = cur.full_header()
+        if version > 1:
+            raise cur.error(f"tenc version {version} is not 0 or 1")
+        cur.u8()  # reserved
+        pattern = cur.u8()  # reserved in version 0
+        crypt, skip = (pattern >> 4, pattern & 0xF) if version else (0, 0)
+        protected, iv_size, kid, constant_iv = _read_protection(cur)
+        return cls(kid, iv_size, protected, crypt, skip, constant_iv, version)
+
+    def payload(self) -> bytes:
+        pattern = _pattern_byte(self.default_crypt_byte_block, self.default_skip_byte_block, "tenc")
+        if self.version == 0 and pattern:
+            raise BoxError("tenc version 0 cannot hold a crypt:skip pattern", path="tenc")
+        return (
+            full_header(self.version, 0)
+            + bytes([0, pattern])
+            + _write_protection(
+                self.default_is_protected,
+                self.default_per_sample_iv_size,
+                self.default_kid,
+                self.default_constant_iv,
+                "tenc",
+            )
+        )
+
+
+def _pattern_byte(crypt: int, skip: int, path: str) -> int:
+    if not (0 <= crypt <= 15 and 0 <= skip <= 15):
+        raise BoxError(f"crypt:skip pattern {crypt}:{skip} does not fit 4 bits each", path=path)
+    return (crypt << 4) | skip
+
+
+@dataclass(frozen=True, slots=True)
+class CencSampleEncryptionInformationGroupEntry:
+    """The ``seig`` sample group entry (23001-7 §6): another KID, IV size, constant IV or pattern for
+    the samples mapped to it (key rotation). Not a box: an ``sgpd`` entry."""
+
+    kid: bytes
+    per_sample_iv_size: int = 8
+    is_protected: int = 1
+    crypt_byte_block: int = 0
+    skip_byte_block: int = 0
+    constant_iv: bytes = b""
+
+    @classmethod
+    def parse(cls, data: bytes, *, path: str = "sgpd/seig") -> CencSampleEncryptionInformationGroupEntry:
+        cur = Cursor(data, path=path, base=0)
+        cur.u8()  # reserved
+        pattern = cur.u8()
+        protected, iv_size, kid, constant_iv = _read_protection(cur)
+        cur.expect_end()
+        return cls(kid, iv_size, protected, pattern >> 4, pattern & 0xF, constant_iv)
+
+    def __bytes__(self) -> bytes:
+        pattern = _pattern_byte(self.crypt_byte_block, self.skip_byte_block, "seig")
+        protection = _write_protection(
+            self.is_protected, self.per_sample_iv_size, self.kid, self.constant_iv, "seig"
+        )
+        return bytes([0, pattern]) + protection
+
+
+@register
+@dataclass
+class ProtectionSystemSpecificHeaderBox(Box):
+    """pssh (23001-7 §8.1): what one DRM system (``system_id``) needs to find the keys; version 1
+    lists the KIDs it covers."""
+
+    TYPE = b"pssh"
+    system_id: bytes = bytes(16)
+    data: bytes = b""
+    kids: list[bytes] = field(default_factory=list)
+    version: int = 0
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> ProtectionSystemSpecificHeaderBox:
+        version, _ = cur.full_header()
+        if version > 1:
+            raise cur.error(f"pssh version {version} is not 0 or 1")
+        system = cur.take(16, "SystemID")
+        kids: list[bytes] = []
+        if version == 1:
+            raw = cur.take(cur.u32() * KID_SIZE, "KIDs")
+            kids = [raw[i : i + KID_SIZE] for i in range(0, len(raw), KID_SIZE)]
+        return cls(system, cur.take(cur.u32(), "Data"), kids, version)
+
+    def payload(self) -> bytes:
+        if len(self.system_id) != 16:
+            raise BoxError(f"pssh SystemID is {len(self.system_id)} bytes, not 16", path="pssh")
+        if any(len(k) != KID_SIZE for k in self.kids):
+            raise BoxError(f"pssh KIDs must be {KID_SIZE} bytes each", path="pssh")
+        if self.version == 0 and self.kids:
+            raise BoxError("pssh version 0 cannot list KIDs", path="pssh")
+        kids = len(self.kids).to_bytes(4, "big") + b"".join(self.kids) if self.version else b""
+        return (
+            full_header(self.version, 0)
+            + self.system_id
+            + kids
+            + len(self.data).to_bytes(4, "big")
+            + self.data
+        )
+
+
+class Subsample(NamedTuple):
+    """One subsample of a sample encryption entry (23001-7 §7.2): ``clear`` bytes (16-bit), then
+    ``protected`` bytes (32-bit)."""
+
+    clear: int
+    protected: int
+
+
+_SUBSAMPLE = struct.Struct(">HI")
+
+
+@dataclass(frozen=True, slots=True)
+class SampleEncryptionEntry:
+    """The encryption information of one sample (23001-7 §7.2): its IV (empty with a constant IV)
+    and, for subsample encryption, its subsample map. Also the layout of one sample's auxiliary
+    information (§7.1), which ``saiz`` sizes."""
+
+    iv: bytes = b""
+    subsamples: tuple[Subsample, ...] = ()
+
+    def to_bytes(self, with_subsamples: bool) -> bytes:
+        if not with_subsamples:
+            return self.iv
+        try:
+            table = b"".join(_SUBSAMPLE.pack(*s) for s in self.subsamples)
+        except struct.error as exc:
+            raise BoxError(f"subsample out of range: {exc}", path="senc") from None
+        return self.iv + len(self.subsamples).to_bytes(2, "big") + table
+
+
+def read_sample_encryption_entry(
+    data: bytes, pos: int, iv_size: int, with_subsamples: bool
+) -> tuple[SampleEncryptionEntry, int]:
+    """The entry at ``data[pos:]`` (23001-7 §7.2) and the position after it; a :class:`BoxError`
+    saying what is missing when the bytes end early."""
+    end = pos + iv_size + (2 if with_subsamples else 0)
+    if end > len(data):
+        raise BoxError(f"entry needs {end - pos} bytes at {pos}, {len(data) - pos} left", path="senc")
+    iv = data[pos : pos + iv_size]
+    if not with_subsamples:
+        return SampleEncryptionEntry(iv), end
+    count = int.from_bytes(data[end - 2 : end], "big")
+    stop = end + count * _SUBSAMPLE.size
+    if stop > len(data):
+        raise BoxError(
+            f"{count} subsamples need {count * _SUBSAMPLE.size} bytes at {end}, {len(data) - end} left",
+            path="senc",
+        )
+    subsamples = tuple(map(Subsample._make, _SUBSAMPLE.iter_unpack(data[end:stop])))
+    return SampleEncryptionEntry(iv, subsamples), stop
+
+
+@register
+@dataclass
+class SampleEncryptionBox(Box):
+    """senc (23001-7 §7.2): the IV and subsample map of each sample of a fragment. The IV size is not
+    in the box (it is the track's ``tenc`` default, or a ``seig`` group's), so the entries are kept as
+    bytes until :meth:`entries` is told the sizes; :meth:`of` writes a box from entries."""
+
+    TYPE = b"senc"
+    sample_count: int = 0
+    data: bytes = b""
+    flags: int = 0
+    version: int = 0
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> SampleEncryptionBox:
+        version, flags = cur.full_header()
+        return cls(cur.u32(), cur.rest(), flags, version)
+
+    @classmethod
+    def of(cls, entries: Sequence[SampleEncryptionEntry], *, subsamples: bool) -> SampleEncryptionBox:
+        data = b"".join(e.to_bytes(subsamples) for e in entries)
+        return cls(len(entries), data, SENC_SUBSAMPLES if subsamples else 0)
+
+    @property
+    def has_subsamples(self) -> bool:
+        return bool(self.flags & SENC_SUBSAMPLES)
+
+    def payload(self) -> bytes:
+        return full_header(self.version, self.flags) + self.sample_count.to_bytes(4, "big") + self.data
+
+    def entries(self, iv_size: int | Sequence[int]) -> list[SampleEncryptionEntry]:
+        """The entries, reading ``iv_size`` bytes of IV for every sample, or ``iv_size[i]`` for sample
+        ``i``; every byte must belong to an entry."""
+        if self.sample_count > MAX_TRUN_SAMPLES:
+            raise BoxError(f"sample_count {self.sample_count} exceeds {MAX_TRUN_SAMPLES}", path=self.name)
+        sizes = [iv_size] * self.sample_count if isinstance(iv_size, int) else list(iv_size)
+        if len(sizes) != self.sample_count:
+            raise BoxError(
+                f"{self.name} has {self.sample_count} entries for {len(sizes)} samples", path=self.name
+            )
+        if self.version != 0:
+            raise BoxError(f"{self.name} version {self.version} is not 0", path=self.name)
+        out = []
+        pos = 0
+        for size in sizes:
+            entry, pos = read_sample_encryption_entry(self.data, pos, size, self.has_subsamples)
+            out.append(entry)
+        if pos != len(self.data):
+            raise BoxError(f"{len(self.data) - pos} bytes after the last entry", path=self.name)
+        return out
+
+
+@register
+@dataclass
+class PiffSampleEncryptionBox(SampleEncryptionBox):
+    """The PIFF 1.1 SampleEncryptionBox (uuid a2394f52-…) that Smooth Streaming
+    packagers write: ``senc``'s layout, where flag 1 adds an AlgorithmID, IV size and KID that
+    override the track's ``tenc`` (``override`` holds them)."""
+
+    TYPE = UUID
+    USERTYPE = PIFF_SENC_UUID
+    override: tuple[int, int, bytes] | None = None
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> PiffSampleEncryptionBox:
+        version, flags = cur.full_header()
+        override = None
+        if flags & PIFF_SENC_OVERRIDE:
+            override = (cur.u24(), cur.u8(), cur.take(KID_SIZE, "KID"))
+        return cls(cur.u32(), cur.rest(), flags, version, override)
+
+    def payload(self) -> bytes:
+        head = full_header(self.version, self.flags)
+        if self.flags & PIFF_SENC_OVERRIDE:
+            if self.override is None or len(self.override[2]) != KID_SIZE:
+                raise BoxError("flag 1 needs AlgorithmID, IV_size and a 16-byte KID", path=self.name)
+            algorithm, iv_size, kid = self.override
+            head += algorithm.to_bytes(3, "big") + bytes([iv_size]) + kid
+        return head + self.sample_count.to_bytes(4, "big") + self.data
+
+
+def _aux_info_type(cur: Cursor, flags: int) -> tuple[bytes | None, int]:
+    if flags & AUX_INFO_TYPE_PRESENT:
+        return cur.take(4, "aux_info_type"), cur.u32()
+    return None, 0
+
+
+def _write_aux_info_type(aux_type: bytes | None, parameter: int) -> tuple[int, bytes]:
+    if aux_type is None:
+        return 0, b""
+    return AUX_INFO_TYPE_PRESENT, aux_type + parameter.to_bytes(4, "big")
+
+
+@register
+@dataclass
+class SampleAuxiliaryInformationSizesBox(Box):
+    """saiz (14496-12 §8.7.8): the size of each sample's auxiliary information, for Common Encryption
+    its ``senc`` entry (23001-7 §7.1): one default size for all, or (default 0) a byte per sample."""
+
+    TYPE = b"saiz"
+    default_sample_info_size: int = 0
+    sample_count: int = 0
+    sample_info_sizes: bytes = b""
+    aux_info_type: bytes | None = None
+    aux_info_type_parameter: int = 0
+
+    @classmethod
+    def of(cls, sizes: Sequence[int]) -> SampleAuxiliaryInformationSizesBox:
+        """The box for these sizes: the default form when they are all equal and not 0."""
+        if any(not 0 <= s <= 0xFF for s in sizes):
+            raise BoxError(
+                f"sample information of {max(sizes)} bytes exceeds the 8-bit saiz size", path="saiz"
+            )
+        if sizes and sizes[0] and sizes.count(sizes[0]) == len(sizes):
+            return cls(sizes[0], len(sizes))
+        return cls(0, len(sizes), bytes(sizes))
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> SampleAuxiliaryInformationSizesBox:
+        _, flags = cur.full_header()
+        aux_type, parameter = _aux_info_type(cur, flags)
+        default, count = cur.u8(), cur.u32()
+        table = cur.take(count, "sample_info_size") if default == 0 else b""
+        return cls(default, count, table, aux_type, parameter)
+
+    def size_of(self, index: int) -> int:
+        return self.default_sample_info_size or self.sample_info_sizes[index]
+
+    def payload(self) -> bytes:
+        if self.default_sample_info_size == 0 and len(self.sample_info_sizes) != self.sample_count:
+            raise BoxError(
+                f"saiz sample_count {self.sample_count} but {len(self.sample_info_sizes)} sizes", path="saiz"
+            )
+        flags, aux = _write_aux_info_type(self.aux_info_type, self.aux_info_type_parameter)
+        table = self.sample_info_sizes if self.default_sample_info_size == 0 else b""
+        return (
+            full_header(0, flags)
+            + aux
+            + bytes([self.default_sample_info_size])
+            + self.sample_count.to_bytes(4, "big")
+            + table
+        )
+
+
+@register
+@dataclass
+class SampleAuxiliaryInformationOffsetsBox(Box):
+    """saio (14496-12 §8.7.9): where the auxiliary information starts, in a ``traf`` relative to the
+    base data offset (the moof's first byte with default-base-is-moof); version 1 has 64-bit
+    offsets."""
+
+    TYPE = b"saio"
+    offsets: list[int] = field(default_factory=list)
+    version: int = 0
+    aux_info_type: bytes | None = None
+    aux_info_type_parameter: int = 0
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> SampleAuxiliaryInformationOffsetsBox:
+        version, flags = cur.full_header()
+        aux_type, parameter = _aux_info_type(cur, flags)
+        count = cur.u32()
+        column = _read_column(cur, U64 if version == 1 else U32, count, "offsets")
+        return cls(list(column), version, aux_type, parameter)
+
+    def payload(self) -> bytes:
+        flags, aux = _write_aux_info_type(self.aux_info_type, self.aux_info_type_parameter)
+        size = 8 if self.version == 1 else 4
+        try:
+            offsets = b"".join(o.to_bytes(size, "big") for o in self.offsets)
+        except OverflowError:
+            raise BoxError(f"saio offset out of range for version {self.version}", path="saio") from None
+        return full_header(self.version, flags) + aux + len(self.offsets).to_bytes(4, "big") + offsets
+
+
+_GROUP_RUN = struct.Struct(">II")
+
+
+@register
+@dataclass
+class SampleToGroupBox(Box):
+    """sbgp (14496-12 §8.9.2): runs of ``(sample_count, group_description_index)``; index 0 means no
+    group, and in a ``traf`` indexes above 0x10000 count the traf's own ``sgpd`` entries (§8.9.4).
+    Version 1 adds ``grouping_type_parameter``."""
+
+    TYPE = b"sbgp"
+    grouping_type: bytes = SEIG
+    entries: list[tuple[int, int]] = field(default_factory=list)
+    grouping_type_parameter: int | None = None
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> SampleToGroupBox:
+        version, _ = cur.full_header()
+        grouping = cur.take(4, "grouping_type")
+        parameter = cur.u32() if version == 1 else None
+        raw = cur.take(cur.u32() * _GROUP_RUN.size, "entries")
+        return cls(grouping, list(_GROUP_RUN.iter_unpack(raw)), parameter)
+
+    def payload(self) -> bytes:
+        version = 0 if self.grouping_type_parameter is None else 1
+        head = full_header(version, 0) + self.grouping_type
+        if self.grouping_type_parameter is not None:
+            head += self.grouping_type_parameter.to_bytes(4, "big")
+        try:
+            runs = b"".join(_GROUP_RUN.pack(count, index) for count, index in self.entries)
+        except struct.error as exc:
+            raise BoxError(f"sbgp entry out of range: {exc}", path="sbgp") from None
+        return head + len(self.entries).to_bytes(4, "big") + runs
+
+    def indexes(self, sample_count: int) -> list[int]:
+        """The group description index of each of ``sample_count`` samples (0 past the last run)."""
+        out: list[int] = []
+        for count, index in self.entries:
+            out += [index] * min(count, sample_count - len(out))
+        return out + [0] * (sample_count - len(out))
+
+
+@register
+@dataclass
+class SampleGroupDescriptionBox(Box):
+    """sgpd (14496-12 §8.9.3): the descriptions of one grouping type, kept as bytes (their syntax
+    depends on the type; :meth:`seig` reads ``seig`` ones). Version 1 states each entry's length,
+    ``default_length`` when all are equal; versions 0 and 2 do not, so their entries are taken as
+    equal shares of the payload; version 2 adds ``default_sample_description_index``."""
+
+    TYPE = b"sgpd"
+    grouping_type: bytes = SEIG
+    entries: list[bytes] = field(default_factory=list)
+    version: int = 1
+    default_length: int = 0
+    default_sample_description_index: int | None = None
+
+    @classmethod
+    def of(cls, grouping_type: bytes, entries: Sequence[bytes]) -> SampleGroupDescriptionBox:
+        """A version 1 box, with a ``default_length`` when the entries are equally long."""
+        lengths = {len(e) for e in entries}
+        return cls(grouping_type, list(entries), 1, lengths.pop() if len(lengths) == 1 else 0)
+
+    @classmethod
+    def parse(cls, cur: Cursor) -> SampleGroupDescriptionBox:
+        version, _ = cur.full_header()
+        grouping = cur.take(4, "grouping_type")
+        default_length = cur.u32() if version == 1 else 0
+        index = cur.u32() if version >= 2 else None
+        count = cur.u32()
+        if version == 1:
+            entries = [cur.take(default_length or cur.u32(), "entry") for _ in range(count)]
+        else:
+            size, rest = divmod(cur.remaining, count) if count else (0, 0)
+            if rest or (count and not size):
+                raise cur.error(f"{cur.remaining} bytes do not split into {count} equal entries")
+            entries = [cur.take(size, "entry") for _ in range(count)]
+        return cls(grouping, entries, version, default_length, index)
+
+    def payload(self) -> bytes:
+        head = full_header(self.version, 0) + self.grouping_type
+        if self.version == 1:
+            head += self.default_length.to_bytes(4, "big")
+        if self.version >= 2:
+            head += (self.default_sample_description_index or 0).to_bytes(4, "big")
+        body = bytearray()
+        for entry in self.entries:
+            if self.version == 1 and self.default_length == 0:
+                body += len(entry).to_bytes(4, "big")
+            elif self.version == 1 and len(entry) != self.default_length:
+                raise BoxError(
+                    f"entry of {len(entry)} bytes, default_length {self.default_length}", path="sgpd"
+                )
+            body += entry
+        return head + len(self.entries).to_bytes(4, "big") + bytes(body)
+
+    def seig(self) -> list[CencSampleEncryptionInformationGroupEntry]:
+        """The entries read as ``seig`` (23001-7 §6.1)."""
+        if self.grouping_type != SEIG:
+            raise BoxError(f"grouping type {self.grouping_type!r} is not seig", path="sgpd")
+        return [CencSampleEncryptionInformationGroupEntry.parse(e) for e in self.entries]

@@ -19,6 +19,7 @@ from media.boxes import (
     AVCConfigurationBox,
     BitRateBox,
     Box,
+    CencSampleEncryptionInformationGroupEntry,
     ChunkLargeOffsetBox,
     ChunkOffsetBox,
     CompositionOffsetBox,
@@ -45,13 +46,26 @@ from media.boxes import (
     MovieHeaderBox,
     NullMediaHeaderBox,
     OpusSpecificBox,
+    OriginalFormatBox,
+    PiffSampleEncryptionBox,
     ProducerReferenceTimeBox,
+    ProtectionSchemeInfoBox,
+    ProtectionSystemSpecificHeaderBox,
     RawBox,
+    SampleAuxiliaryInformationOffsetsBox,
+    SampleAuxiliaryInformationSizesBox,
     SampleDescriptionBox,
+    SampleEncryptionBox,
+    SampleEncryptionEntry,
+    SampleGroupDescriptionBox,
     SampleSizeBox,
     SampleToChunkBox,
+    SampleToGroupBox,
+    SchemeInformationBox,
+    SchemeTypeBox,
     SegmentTypeBox,
     SoundMediaHeaderBox,
+    Subsample,
     SubtitleMediaHeaderBox,
     SyncSampleBox,
     TextSampleEntry,
@@ -59,6 +73,7 @@ from media.boxes import (
     TfxdBox,
     TimeToSampleBox,
     TrackBox,
+    TrackEncryptionBox,
     TrackExtendsBox,
     TrackFragmentBox,
     TrackFragmentDecodeTimeBox,
@@ -213,6 +228,51 @@ TFRF = (
 LSM = "00000023 75756964 a5d40b30e81411ddba2f0800200c9a66  00000000  3c736d696c2f3e"
 UNKNOWN_UUID = "0000001a 75756964 000102030405060708090a0b0c0d0e0f  7879"
 FREE = "00000008 66726565"
+# Common Encryption (ISO/IEC 23001-7; 14496-12 §8.7.8-§8.7.9, §8.9.2-§8.9.3, §8.12).
+KID = "00112233445566778899aabbccddeeff"
+IV16 = "000102030405060708090a0b0c0d0e0f"
+WIDEVINE = "edef8ba979d64acea3c827dcd51d21ed"
+FRMA = "0000000c 66726d61 61766331"
+SCHM = "00000014 7363686d  00000000  63656e63 00010000"
+SCHM_URI = "00000016 7363686d  00000001  63626373 00010000  7500"
+# tenc: reserved, reserved (v0) or crypt:skip (v1), isProtected, Per_Sample_IV_Size, KID, [constant IV]
+TENC_V0 = "00000020 74656e63  00000000  00 00 01 08 " + KID
+TENC_V1_CONSTANT_IV = "00000031 74656e63  01000000  00 19 01 00 " + KID + " 10 " + IV16
+PSSH_V0 = "00000022 70737368  00000000 " + WIDEVINE + "  00000002 0102"
+PSSH_V1 = "00000034 70737368  01000000 " + WIDEVINE + "  00000001 " + KID + "  00000000"
+# senc: sample_count, then per sample the IV and (flag 2) subsample_count, (clear u16, protected u32)*
+SENC_IVS = "00000020 73656e63  00000000  00000002  0102030405060708 1112131415161718"
+SENC_SUBSAMPLES = (
+    "00000026 73656e63  00000002  00000001  0102030405060708  0002  0005 00000010  0100 00000000"
+)
+PIFF_SENC = (
+    "0000003c 75756964 a2394f525a9b4f14a2446c427c648df4  00000001  000001 08 "
+    + KID
+    + "  00000001  0102030405060708"
+)
+SAIZ_DEFAULT = "00000011 7361697a  00000000  10  00000019"
+SAIZ_TABLE = "0000001c 7361697a  00000001  63656e63 00000000  00  00000003  080e14"
+SAIO_V0 = "00000014 7361696f  00000000  00000001  00000219"
+SAIO_V1 = "00000018 7361696f  01000000  00000001  0000000100000000"
+SBGP_V0 = "0000001c 73626770  00000000  73656967  00000001  00000019 00010001"
+SBGP_V1 = "00000028 73626770  01000000  726f6c6c 00000007  00000002  0000000a 00000001  00000005 00000000"
+SEIG_CENC = "00 00 01 08 " + KID
+SGPD_SEIG = "0000002c 73677064  01000000  73656967  00000014  00000001  " + SEIG_CENC
+SGPD_V1_LENGTHS = "00000025 73677064  01000000  78787878  00000000  00000002  00000002 0001  00000003 000203"
+SGPD_V0 = "00000018 73677064  00000000  726f6c6c  00000002  ffff fffe"
+SGPD_V2 = "0000001a 73677064  02000000  726f6c6c  00000002  00000001  0001"
+SCHI = "00000028 73636869 " + TENC_V0
+SINF = "00000050 73696e66 " + FRMA + " " + SCHM + " " + SCHI
+ENCV = (
+    "000000a6 656e6376  000000000000 0001 " + VISUAL_ZEROS + " 0500 02d0 00480000 00480000 00000000 0001"
+    " " + "00" * 32 + " 0018 ffff " + SINF
+)
+ENCA = (
+    "000000a7 656e6361  000000000000 0001  0000 000000000000  0002 0010  00000000  bb800000 "
+    + ESDS
+    + " "
+    + SINF.replace("61766331", "6d703461")
+)
 MOOV = "00000074 6d6f6f76 " + MVHD_V0
 
 SPS_B = bytes.fromhex("6742c01e")
@@ -250,6 +310,15 @@ AVC1_BOX = VisualSampleEntry(b"avc1", 640, 360, [AVCC_BOX, BTRT_BOX], compressor
 AV1C_BOX = AV1CodecConfigurationBox(config_obus=bytes.fromhex("0a0b000000043cfecc02f80040"))
 DOPS_STEREO_BOX = OpusSpecificBox(2, 312, 48000, 0, 0)
 ELST_V0_BOX = EditListBox([EditEntry(5, -1), EditEntry(3200, 0)], 0)
+KID_B = bytes.fromhex(KID)
+IV_B = bytes.fromhex("0102030405060708")
+TENC_V0_BOX = TrackEncryptionBox(KID_B, 8)
+
+
+def sinf_box(original: bytes) -> ProtectionSchemeInfoBox:
+    return ProtectionSchemeInfoBox(
+        [OriginalFormatBox(original), SchemeTypeBox(b"cenc"), SchemeInformationBox([TENC_V0_BOX])]
+    )
 
 
 CASES: list[tuple[str, Box, str]] = [
@@ -353,6 +422,42 @@ CASES: list[tuple[str, Box, str]] = [
     ("lsm", LiveServerManifestBox("<smil/>"), LSM),
     ("uuid-unknown", RawBox(b"uuid", b"xy", bytes(range(16))), UNKNOWN_UUID),
     ("free", RawBox(b"free"), FREE),
+    ("frma", OriginalFormatBox(b"avc1"), FRMA),
+    ("schm", SchemeTypeBox(b"cenc", 0x10000), SCHM),
+    ("schm-uri", SchemeTypeBox(b"cbcs", 0x10000, "u"), SCHM_URI),
+    ("tenc-v0", TENC_V0_BOX, TENC_V0),
+    (
+        "tenc-v1-pattern-constant-iv",
+        TrackEncryptionBox(KID_B, 0, 1, 1, 9, bytes.fromhex(IV16), 1),
+        TENC_V1_CONSTANT_IV,
+    ),
+    ("schi", SchemeInformationBox([TENC_V0_BOX]), SCHI),
+    ("sinf", sinf_box(b"avc1"), SINF),
+    ("encv", VisualSampleEntry(b"encv", 1280, 720, [sinf_box(b"avc1")]), ENCV),
+    ("enca", AudioSampleEntry(b"enca", 2, 48000, [ESDS_BOX, sinf_box(b"mp4a")]), ENCA),
+    ("pssh-v0", ProtectionSystemSpecificHeaderBox(bytes.fromhex(WIDEVINE), b"\x01\x02"), PSSH_V0),
+    ("pssh-v1-kids", ProtectionSystemSpecificHeaderBox(bytes.fromhex(WIDEVINE), b"", [KID_B], 1), PSSH_V1),
+    ("senc-ivs", SampleEncryptionBox(2, bytes.fromhex("0102030405060708 1112131415161718")), SENC_IVS),
+    (
+        "senc-subsamples",
+        SampleEncryptionBox(1, bytes.fromhex("0102030405060708 0002 000500000010 010000000000"), 2),
+        SENC_SUBSAMPLES,
+    ),
+    ("senc-piff-override", PiffSampleEncryptionBox(1, IV_B, 1, 0, (1, 8, KID_B)), PIFF_SENC),
+    ("saiz-default", SampleAuxiliaryInformationSizesBox(16, 25), SAIZ_DEFAULT),
+    (
+        "saiz-table-aux-type",
+        SampleAuxiliaryInformationSizesBox(0, 3, bytes([8, 14, 20]), b"cenc"),
+        SAIZ_TABLE,
+    ),
+    ("saio-v0", SampleAuxiliaryInformationOffsetsBox([537]), SAIO_V0),
+    ("saio-v1", SampleAuxiliaryInformationOffsetsBox([2**32], 1), SAIO_V1),
+    ("sbgp-v0", SampleToGroupBox(b"seig", [(25, 0x10001)]), SBGP_V0),
+    ("sbgp-v1", SampleToGroupBox(b"roll", [(10, 1), (5, 0)], 7), SBGP_V1),
+    ("sgpd-seig", SampleGroupDescriptionBox(b"seig", [bytes.fromhex(SEIG_CENC)], 1, 20), SGPD_SEIG),
+    ("sgpd-v1-lengths", SampleGroupDescriptionBox(b"xxxx", [b"\x00\x01", b"\x00\x02\x03"]), SGPD_V1_LENGTHS),
+    ("sgpd-v0", SampleGroupDescriptionBox(b"roll", [b"\xff\xff", b"\xff\xfe"], 0), SGPD_V0),
+    ("sgpd-v2", SampleGroupDescriptionBox(b"roll", [b"\x00\x01"], 2, 0, 2), SGPD_V2),
 ]
 
 PARAMS = [pytest.param(box, bytes.fromhex(hex_), id=name) for name, box, hex_ in CASES]
@@ -459,6 +564,58 @@ def test_av1c_bit_depth() -> None:
     assert AV1C_BOX.bit_depth == 8
     assert AV1CodecConfigurationBox(seq_profile=2, high_bitdepth=1).bit_depth == 10
     assert AV1CodecConfigurationBox(seq_profile=2, high_bitdepth=1, twelve_bit=1).bit_depth == 12
+
+
+def test_sgpd_reads_seig_entries() -> None:
+    box, _ = parse_box(bytes.fromhex(SGPD_SEIG))
+    assert isinstance(box, SampleGroupDescriptionBox)
+    assert box.seig() == [CencSampleEncryptionInformationGroupEntry(KID_B, 8)]
+    cbcs = CencSampleEncryptionInformationGroupEntry(KID_B, 0, 1, 1, 9, bytes.fromhex(IV16))
+    assert CencSampleEncryptionInformationGroupEntry.parse(bytes(cbcs)) == cbcs
+    assert SampleGroupDescriptionBox.of(b"seig", [bytes(cbcs)]).default_length == 37
+    with pytest.raises(BoxError, match="not seig"):
+        SampleGroupDescriptionBox(b"roll", [b"\x00\x01"]).seig()
+
+
+def test_senc_entries_are_read_with_the_iv_size_given() -> None:
+    box, _ = parse_box(bytes.fromhex(SENC_SUBSAMPLES))
+    assert isinstance(box, SampleEncryptionBox)
+    assert box.entries(8) == [SampleEncryptionEntry(IV_B, (Subsample(5, 16), Subsample(256, 0)))]
+    with pytest.raises(BoxError, match="258 subsamples need"):
+        box.entries(0)
+    with pytest.raises(BoxError, match="1 entries for 2 samples"):
+        box.entries([8, 8])
+    ivs, _ = parse_box(bytes.fromhex(SENC_IVS))
+    assert isinstance(ivs, SampleEncryptionBox)
+    assert [e.iv.hex() for e in ivs.entries([8, 8])] == ["0102030405060708", "1112131415161718"]
+    with pytest.raises(BoxError, match="8 bytes after the last entry"):
+        ivs.entries([8, 0])
+    assert SampleEncryptionBox.of(box.entries(8), subsamples=True) == box
+
+
+def test_saiz_of_picks_the_default_form() -> None:
+    assert SampleAuxiliaryInformationSizesBox.of([8, 8]) == SampleAuxiliaryInformationSizesBox(8, 2)
+    table = SampleAuxiliaryInformationSizesBox.of([8, 14])
+    assert (table.default_sample_info_size, table.size_of(1)) == (0, 14)
+    with pytest.raises(BoxError, match="exceeds the 8-bit saiz size"):
+        SampleAuxiliaryInformationSizesBox.of([8, 300])
+
+
+def test_sbgp_indexes_per_sample() -> None:
+    box = SampleToGroupBox(b"seig", [(2, 1), (1, 0x10001), (9, 2)])
+    assert box.indexes(4) == [1, 1, 0x10001, 2]
+    assert SampleToGroupBox(b"seig", [(1, 1)]).indexes(3) == [1, 0, 0]
+
+
+def test_protection_boxes_refuse_to_write_what_their_syntax_cannot_hold() -> None:
+    with pytest.raises(BoxError, match="version 0 cannot hold a crypt:skip pattern"):
+        bytes(TrackEncryptionBox(KID_B, 8, 1, 1, 9))
+    with pytest.raises(BoxError, match="constant IV needs"):
+        bytes(TrackEncryptionBox(KID_B, 8, default_constant_iv=bytes(16)))
+    with pytest.raises(BoxError, match="version 0 cannot list KIDs"):
+        bytes(ProtectionSystemSpecificHeaderBox(bytes(16), b"", [KID_B]))
+    with pytest.raises(BoxError, match="KID is 3 bytes"):
+        bytes(CencSampleEncryptionInformationGroupEntry(b"abc"))
 
 
 def test_trun_sample_count_must_match_payload() -> None:
