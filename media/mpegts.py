@@ -24,6 +24,8 @@ Choices worth knowing (the reasons are next to the code):
   CMAF presentation times, so audio and video stay in sync and match the fMP4/DASH renditions.
 - **PES sizing**: one PES per video access unit (``PES_packet_length`` 0, allowed for video in TS
   by §2.4.3.7); audio PES carry whole ADTS frames, at most 0.1 s of them, with an exact length.
+- **SAMPLE-AES** (optional, :mod:`media.sample_aes`): the same segment with H.264 slice NAL units
+  and AAC frames encrypted in place and the PMT signalling it; nothing else changes.
 
 Time is integer throughout: ``t * 90000 // timescale`` then modulo 2**33 (§2.4.3.7).
 """
@@ -39,6 +41,8 @@ from media.boxes import AVCConfigurationBox, HEVCConfigurationBox
 from media.cmaf import read_fragment
 from media.errors import MediaError, UnsupportedMedia
 from media.model import Sample, Track, TrackKind
+from media.protection import ProtectionError
+from media.sample_aes import SampleAes, audio_setup_information, sample_aes_supported
 
 __all__ = [
     "AUDIO_PID",
@@ -79,6 +83,10 @@ _MAX_PES_LENGTH = 0xFFFF
 STREAM_TYPE_AAC_ADTS = 0x0F  # Table 2-34: ISO/IEC 13818-7 audio with ADTS transport syntax
 STREAM_TYPE_H264 = 0x1B  # Rec. ITU-T H.264 | ISO/IEC 14496-10
 STREAM_TYPE_HEVC = 0x24  # Rec. ITU-T H.265 | ISO/IEC 23008-2
+# SAMPLE-AES (Apple's "MPEG-2 Stream Encryption Format for HTTP Live Streaming" §3): user-private
+# stream types, each with a private_data_indicator naming the format.
+STREAM_TYPE_H264_SAMPLE_AES = 0xDB
+STREAM_TYPE_AAC_SAMPLE_AES = 0xCF
 STREAM_ID_VIDEO = 0xE0  # Table 2-22: video stream number 0
 STREAM_ID_AUDIO = 0xC0  # Table 2-22: audio stream number 0
 
@@ -238,6 +246,33 @@ def _language_descriptor(language: str) -> bytes:
     return bytes([0x0A, 4]) + code + b"\x00"
 
 
+def _descriptor(tag: int, body: bytes) -> bytes:
+    """A descriptor (§2.6.1): tag, 8-bit length, body."""
+    if len(body) > 0xFF:
+        raise TsMuxError(f"descriptor {tag:#04x} of {len(body)} bytes exceeds descriptor_length")
+    return bytes([tag, len(body)]) + body
+
+
+def _video_entry(track: Track, sample_aes: bool) -> tuple[int, int, bytes]:
+    """The PMT entry of the video PID; under SAMPLE-AES stream_type 0xDB with a
+    private_data_indicator_descriptor (§2.6.29) 'zavc' (Apple's SAMPLE-AES format §3)."""
+    if sample_aes:
+        return STREAM_TYPE_H264_SAMPLE_AES, VIDEO_PID, _descriptor(0x0F, b"zavc")
+    return _video_codec(track).stream_type, VIDEO_PID, b""
+
+
+def _audio_entry(track: Track, sample_aes: bool) -> tuple[int, int, bytes]:
+    """The PMT entry of the audio PID; under SAMPLE-AES stream_type 0xCF with a
+    private_data_indicator_descriptor 'aacd' and the audio setup information in a
+    registration_descriptor (§2.6.8) whose format_identifier is 'apad' (Apple's SAMPLE-AES format
+    §3, §2.3.2)."""
+    language = _language_descriptor(track.language)
+    if not sample_aes:
+        return STREAM_TYPE_AAC_ADTS, AUDIO_PID, language
+    setup = _descriptor(0x05, b"apad" + audio_setup_information(track.decoder_config))
+    return STREAM_TYPE_AAC_SAMPLE_AES, AUDIO_PID, _descriptor(0x0F, b"aacd") + setup + language
+
+
 def _psi_packet(pid: int, section: bytes, cc: int) -> bytes:
     """One packet carrying a whole section after a zero pointer_field, the rest 0xFF (§2.4.4.1)."""
     payload = b"\x00" + section
@@ -382,12 +417,15 @@ def _video_codec(track: Track) -> _VideoCodec:
     raise UnsupportedMedia(f"track {track.name!r}: MPEG-TS cannot carry video codec {codec!r}")
 
 
-def _access_unit(codec: _VideoCodec, sample: bytes, keyframe: bool, where: str) -> bytearray:
+def _access_unit(
+    codec: _VideoCodec, sample: bytes, keyframe: bool, where: str, cipher: SampleAes | None
+) -> bytearray:
     """One access unit in the Annex B byte stream format (H.264 Annex B, H.265 Annex B): an access
     unit delimiter first (13818-1 §2.14.1 requires one in every AVC access unit, §2.17 in HEVC),
     the decoder configuration's parameter sets before a sync or IRAP picture that carries no SPS of
     its own, then the sample's NAL units (minus any delimiter it had), each after a 4-byte start
-    code (the zero_byte form, valid before any NAL unit)."""
+    code (the zero_byte form, valid before any NAL unit); with a ``cipher``, each of those NAL units
+    as SAMPLE-AES encrypts it (slices only, :meth:`SampleAes.nal_unit`)."""
     nals: list[bytes] = []
     has_sps = irap = False
     size = codec.length_size
@@ -407,7 +445,7 @@ def _access_unit(codec: _VideoCodec, sample: bytes, keyframe: bool, where: str) 
             elif codec.is_irap(nal_type):
                 irap = True
             if nal_type not in codec.skip_types:
-                nals.append(nal)
+                nals.append(nal if cipher is None else cipher.nal_unit(nal))
         pos += length
     out = bytearray(codec.aud)
     if (keyframe or irap) and not has_sps:
@@ -420,7 +458,7 @@ def _access_unit(codec: _VideoCodec, sample: bytes, keyframe: bool, where: str) 
     return out
 
 
-def _video_pes(ts: TsTrack) -> list[_Pes]:
+def _video_pes(ts: TsTrack, cipher: SampleAes | None) -> list[_Pes]:
     codec = _video_codec(ts.track)
     timescale = ts.track.timescale
     shift = max(ts.dts_shift, required_dts_shift(ts.samples))
@@ -431,7 +469,7 @@ def _video_pes(ts: TsTrack) -> list[_Pes]:
     for i, sample in enumerate(ts.samples):
         raw = bytes(view[pos : pos + sample.size])
         pos += sample.size
-        au = _access_unit(codec, raw, sample.is_sync, f"track {ts.track.name!r} sample {i}")
+        au = _access_unit(codec, raw, sample.is_sync, f"track {ts.track.name!r} sample {i}", cipher)
         pts = to_clock(time + sample.composition_offset, timescale)
         dts = to_clock(time - shift, timescale)
         header = _pes_header(STREAM_ID_VIDEO, pts, dts, None)
@@ -504,9 +542,10 @@ def _adts(config: _AdtsConfig, frame_size: int) -> bytes:
     )
 
 
-def _audio_pes(ts: TsTrack) -> list[_Pes]:
+def _audio_pes(ts: TsTrack, cipher: SampleAes | None) -> list[_Pes]:
     """Whole ADTS frames, grouped so that a PES spans at most 0.1 s (the PCR interval for an
-    audio-only program) and fits PES_packet_length."""
+    audio-only program) and fits PES_packet_length; with a ``cipher``, each frame after its header
+    as SAMPLE-AES encrypts it (:meth:`SampleAes.aac_frame`, the same length)."""
     track = ts.track
     if track.codec != "mp4a":
         raise UnsupportedMedia(f"track {track.name!r}: MPEG-TS cannot carry audio codec {track.codec!r}")
@@ -529,7 +568,8 @@ def _audio_pes(ts: TsTrack) -> list[_Pes]:
             ):
                 break
             payload += _adts(config, sample.size)
-            payload += view[pos : pos + sample.size]
+            frame = view[pos : pos + sample.size]
+            payload += frame if cipher is None else cipher.aac_frame(bytes(frame))
             pos += sample.size
             time += sample.duration
             i += 1
@@ -635,7 +675,21 @@ def _pad_to_cycle(pes_list: list[_Pes]) -> None:
             missing -= take
 
 
-def mux_segment(tracks: Sequence[TsTrack], sequence: int) -> bytes:
+def _cipher(tracks: Sequence[TsTrack], sample_aes: tuple[bytes, bytes] | None) -> SampleAes | None:
+    """The SAMPLE-AES cipher for ``tracks``, if asked for: refused for a codec the format does not
+    cover, since a clear stream signalled as encrypted (or the reverse) would not play."""
+    if sample_aes is None:
+        return None
+    for ts in tracks:
+        if not sample_aes_supported(ts.track):
+            codec = ts.track.codec
+            raise ProtectionError(f"track {ts.track.name!r}: SAMPLE-AES covers H.264 and AAC, not {codec!r}")
+    return SampleAes(*sample_aes)
+
+
+def mux_segment(
+    tracks: Sequence[TsTrack], sequence: int, *, sample_aes: tuple[bytes, bytes] | None = None
+) -> bytes:
     """One HLS media segment as an MPEG-2 transport stream: PAT, PMT, then the PES packets of at most
     one video and one audio track, interleaved by decode time (ISO/IEC 13818-1 §2.4).
 
@@ -656,22 +710,28 @@ def mux_segment(tracks: Sequence[TsTrack], sequence: int) -> bytes:
     segment (1.4 KB on average) and keeps counters continuous between any two segments, even
     across renditions and origin processes.
 
-    Raises :class:`UnsupportedMedia` for codecs TS cannot carry and :class:`TsMuxError` for
-    malformed samples.
+    ``sample_aes`` ``(key, iv)`` encrypts the segment with HLS SAMPLE-AES (Apple's "MPEG-2 Stream
+    Encryption Format for HTTP Live Streaming"; RFC 8216 §5.2): ``key`` the 16-byte key, ``iv`` the
+    segment's 16-byte IV (the EXT-X-KEY ``IV``, or the media sequence number as a 128-bit big-endian
+    integer when the playlist gives none). H.264 and AAC only (:func:`sample_aes_supported`).
+
+    Raises :class:`UnsupportedMedia` for codecs TS cannot carry, :class:`TsMuxError` for
+    malformed samples and :class:`ProtectionError` for a key, IV or codec SAMPLE-AES cannot use.
     """
     video = [t for t in tracks if t.track.kind is TrackKind.VIDEO]
     audio = [t for t in tracks if t.track.kind is TrackKind.AUDIO]
     if len(video) > 1 or len(audio) > 1 or len(video) + len(audio) != len(tracks) or not tracks:
         kinds = ", ".join(t.track.kind.value for t in tracks) or "none"
         raise UnsupportedMedia(f"a TS segment carries one video and/or one audio track, not: {kinds}")
+    cipher = _cipher(tracks, sample_aes)
     streams: list[tuple[int, int, bytes]] = []
     pes_list: list[_Pes] = []
     if video:
-        streams.append((_video_codec(video[0].track).stream_type, VIDEO_PID, b""))
-        pes_list += _video_pes(video[0])
+        pes_list += _video_pes(video[0], cipher)
+        streams.append(_video_entry(video[0].track, cipher is not None))
     if audio:
-        streams.append((STREAM_TYPE_AAC_ADTS, AUDIO_PID, _language_descriptor(audio[0].track.language)))
-        pes_list += _audio_pes(audio[0])
+        pes_list += _audio_pes(audio[0], cipher)
+        streams.append(_audio_entry(audio[0].track, cipher is not None))
     pcr_pid = VIDEO_PID if video else AUDIO_PID
     pes_list.sort(key=lambda p: (p.time, p.pid))  # stable: each track's own order is kept
     items = _schedule_pcr(pes_list, pcr_pid)
