@@ -94,6 +94,8 @@ class PlayoutSettings:
     cache_size: int = 256 * 1024**2  # bytes of rendered manifests and segments kept in memory
     clock_url: str = ""  # DASH UTCTiming URL; empty: this origin's /time at the host the client used
     max_clip_duration: int = 10800  # seconds a progressive MP4 export (<any>.mp4?vbegin&vend) may span
+    key_token_secret: str = ""  # signs the tokens HLS key requests need; "" = this origin serves no keys
+    key_token_ttl: int = 86400  # seconds a token minted by `headwater key-token` stays valid
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,9 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     log: LogSettings = field(default_factory=LogSettings)
     points: PointOptions = field(default_factory=PointOptions)
+    # Playout locations: a path prefix (``aes128`` for ``/aes128/<point>.isml/…``) → point options
+    # applied over the point's own when it is played through that prefix.
+    locations: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
 
     @property
     def http_address(self) -> tuple[str, int]:
@@ -159,6 +164,15 @@ _MINIMUMS = {
     "ingest.rtmp_max_chunk_size": 128,
     "ingest.rtmp_max_message_size": 1024,
 }
+# What a playout location may change: how media is packaged and protected, not how it is ingested.
+LOCATION_OPTIONS = (
+    "hls_fmp4",
+    "dvr_window_length",
+    "hls_minimum_fragment_length",
+    "mpd_minimum_fragment_length",
+    *(name for name in OPTION_PARSERS if name.startswith("encryption")),
+)
+_LOCATION = re.compile(r"[A-Za-z0-9_-]+")
 _CHOICES = {"log.format": ("json", "text"), "log.level": ("debug", "info", "warning", "error")}
 
 
@@ -167,6 +181,7 @@ def setting_names() -> list[str]:
     for section, cls in _SECTIONS.items():
         names += [f"{section}.{f.name}" for f in fields(cls)]
     names += [f"points.{name}" for name in OPTION_PARSERS]
+    names += [f"locations.<prefix>.{name}" for name in LOCATION_OPTIONS]
     return names
 
 
@@ -208,11 +223,21 @@ def apply(settings: Settings, values: Mapping[str, Any], source: str) -> Setting
     top: dict[str, Any] = {}
     sections: dict[str, dict[str, Any]] = {}
     point_values: dict[str, str] = {}
+    locations = {prefix: dict(options) for prefix, options in settings.locations}
     for name, value in values.items():
         section, _, key = name.rpartition(".")
         try:
+            text = str(value).lower() if isinstance(value, bool) else str(value)
             if section == "points":
-                point_values[key] = str(value).lower() if isinstance(value, bool) else str(value)
+                point_values[key] = text
+            elif section.startswith("locations."):
+                prefix = section.removeprefix("locations.")
+                if not _LOCATION.fullmatch(prefix) or key not in LOCATION_OPTIONS:
+                    raise SettingsError(
+                        f"unknown setting {name!r} in {source}: a location is [locations.<prefix>] "
+                        f"(letters, digits, - and _) with options among {', '.join(LOCATION_OPTIONS)}"
+                    )
+                locations.setdefault(prefix, {})[key] = text
             elif not section and name in _TOP:
                 top[name] = _coerce(name, getattr(settings, name), value)
             elif section in _SECTIONS and key in {f.name for f in fields(_SECTIONS[section])}:
@@ -230,18 +255,27 @@ def apply(settings: Settings, values: Mapping[str, Any], source: str) -> Setting
         points = settings.points.with_values(point_values)
     except InvalidOption as exc:
         raise SettingsError(f"setting points.{exc.option} in {source}: {exc}") from None
+    for prefix, options in locations.items():
+        try:
+            points.with_values(options)
+        except InvalidOption as exc:
+            raise SettingsError(f"setting locations.{prefix}.{exc.option} in {source}: {exc}") from None
     updates = {s: replace(getattr(settings, s), **v) for s, v in sections.items()}
-    return replace(settings, **top, **updates, points=points)
+    frozen = tuple((prefix, tuple(sorted(options.items()))) for prefix, options in sorted(locations.items()))
+    return replace(settings, **top, **updates, points=points, locations=frozen)
 
 
 def _flatten(data: Mapping[str, Any], source: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
         if isinstance(value, dict):
-            if key not in (*_SECTIONS, "points"):
+            if key not in (*_SECTIONS, "points", "locations"):
                 raise SettingsError(f"unknown section [{key}] in {source}")
             for sub, sub_value in value.items():
-                out[f"{key}.{sub}"] = sub_value
+                if key == "locations" and isinstance(sub_value, dict):
+                    out.update({f"locations.{sub}.{k}": v for k, v in sub_value.items()})
+                else:
+                    out[f"{key}.{sub}"] = sub_value
         else:
             out[key] = value
     return out
@@ -249,7 +283,9 @@ def _flatten(data: Mapping[str, Any], source: str) -> dict[str, Any]:
 
 def env_values(environ: Mapping[str, str]) -> dict[str, str]:
     """Settings from ``HEADWATER_<SECTION>_<KEY>`` variables (``HEADWATER_ROOT`` for top-level ones)."""
-    by_env = {"HEADWATER_" + name.replace(".", "_").upper(): name for name in setting_names()}
+    by_env = {
+        "HEADWATER_" + name.replace(".", "_").upper(): name for name in setting_names() if "<" not in name
+    }
     out = {}
     for var, value in environ.items():
         if var in by_env:

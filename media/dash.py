@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import base64
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
 
 from media import names
-from media.model import TrackKind
+from media.model import Track, TrackKind
 from media.presentation import Period, Presentation, Segment, TrackView, runs
 from media.timerange import iso_utc
 
@@ -15,6 +18,31 @@ NS = "urn:mpeg:dash:schema:mpd:2011"
 PROFILES = "urn:mpeg:dash:profile:isoff-live:2011,urn:com:dashif:dash264"
 UTC_SCHEME = "urn:mpeg:dash:utc:http-xsdate:2014"
 CHANNEL_SCHEME = "urn:mpeg:dash:23003:3:audio_channel_configuration:2011"
+MP4_PROTECTION_SCHEME = "urn:mpeg:dash:mp4protection:2011"
+CENC_NS = "urn:mpeg:cenc:2013"
+# Prefixes a DRM system's ContentProtectionData may use without declaring them (CPIX 2.3 §5.2.7).
+_SIGNALLING_NS = {"cenc": CENC_NS, "mspr": "urn:microsoft:playready", "dashif": "https://dashif.org/CPS"}
+ET.register_namespace("cenc", CENC_NS)
+
+
+@dataclass(frozen=True, slots=True)
+class DrmSignal:
+    """One DRM system's ContentProtection: its system ID (UUID), its ``pssh`` box and any child
+    elements a CPIX document gave for it."""
+
+    system_uuid: str
+    pssh: bytes = b""
+    content_protection: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Protection:
+    """How an AdaptationSet is protected (ISO/IEC 23009-1 §5.8.4.1, ISO/IEC 23001-7 §11): the
+    scheme (``cenc``/``cbcs``), the init segments' default KID and the DRM systems to name."""
+
+    scheme: str
+    default_kid: str
+    systems: tuple[DrmSignal, ...] = ()
 
 
 def duration(seconds: Fraction | float) -> str:
@@ -61,10 +89,17 @@ def _groups(p: Presentation, period: Period) -> list[list[TrackView]]:
     return list(groups.values())
 
 
-def mpd(p: Presentation, stem: str, clock_url: str, query: str = "") -> str:
+def mpd(
+    p: Presentation,
+    stem: str,
+    clock_url: str,
+    query: str = "",
+    protection: Callable[[Track], Protection | None] | None = None,
+) -> str:
     """The MPD: dynamic while live, anchored at the epoch, a Period per encoder run starting at its
     UTC time; static once the stream has ended (the whole archive) or for a sub-clip in the past,
-    its Periods back to back from zero. Segment URLs carry ``query`` (the playout control parameters)."""
+    its Periods back to back from zero. Segment URLs carry ``query`` (the playout control parameters);
+    ``protection`` gives the ContentProtection of each track that is encrypted."""
     root = ET.Element("MPD", xmlns=NS, profiles=PROFILES, minBufferTime=duration(2))
     longest = max((v.target_duration for v in p.views if v.window), default=2)
     periods = p.periods()
@@ -93,13 +128,57 @@ def mpd(p: Presentation, stem: str, clock_url: str, query: str = "") -> str:
             start = elapsed
             elapsed += period.end - period.start
         element = ET.SubElement(root, "Period", id=str(period.number), start=duration(start))
-        _adaptation_sets(element, p, period, init, media)
+        _adaptation_sets(element, p, period, init, media, protection or _clear)
     ET.SubElement(root, "UTCTiming", schemeIdUri=UTC_SCHEME, value=clock_url)
     ET.indent(root, "  ")
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
-def _adaptation_sets(parent: ET.Element, p: Presentation, period: Period, init: str, media: str) -> None:
+def _clear(track: Track) -> Protection | None:
+    return None
+
+
+def _content_protection(adaptation: ET.Element, protection: Protection) -> None:
+    """The mp4protection descriptor with ``cenc:default_KID``, then one per DRM system with its
+    ``cenc:pssh`` (or the elements a CPIX document gave for it)."""
+    ET.SubElement(
+        adaptation,
+        "ContentProtection",
+        {
+            "schemeIdUri": MP4_PROTECTION_SCHEME,
+            "value": protection.scheme,
+            f"{{{CENC_NS}}}default_KID": protection.default_kid,
+        },
+    )
+    for system in protection.systems:
+        element = ET.SubElement(adaptation, "ContentProtection", schemeIdUri=f"urn:uuid:{system.system_uuid}")
+        children = _signalling_elements(system.content_protection)
+        if children:
+            element.extend(children)
+        elif system.pssh:
+            ET.SubElement(element, f"{{{CENC_NS}}}pssh").text = base64.b64encode(system.pssh).decode()
+
+
+def _signalling_elements(xml: str) -> list[ET.Element]:
+    """A CPIX ContentProtectionData's elements, or none when they do not parse (then the pssh is
+    signalled instead)."""
+    if not xml:
+        return []
+    declarations = " ".join(f'xmlns:{prefix}="{uri}"' for prefix, uri in _SIGNALLING_NS.items())
+    try:
+        return list(ET.fromstring(f"<signalling {declarations}>{xml}</signalling>"))
+    except ET.ParseError:
+        return []
+
+
+def _adaptation_sets(
+    parent: ET.Element,
+    p: Presentation,
+    period: Period,
+    init: str,
+    media: str,
+    protection: Callable[[Track], Protection | None],
+) -> None:
     """The AdaptationSets of one Period: every track with segments in it, its timeline offset so
     that the Period's start is media time ``period.start`` on every track."""
     for set_id, views in enumerate(_groups(p, period), start=1):
@@ -115,9 +194,14 @@ def _adaptation_sets(parent: ET.Element, p: Presentation, period: Period, init: 
         )
         if first.language != "und":
             adaptation.set("lang", first.language)
+        # On the AdaptationSet when its Representations share a key (§5.8.4.1), else on each.
+        protections = [protection(view.track) for view in views]
+        shared = all(found == protections[0] for found in protections)
+        if shared and protections[0] is not None:
+            _content_protection(adaptation, protections[0])
         if first.kind is TrackKind.TEXT:
             ET.SubElement(adaptation, "Role", schemeIdUri="urn:mpeg:dash:role:2011", value="subtitle")
-        for view in views:
+        for view, own in zip(views, protections, strict=True):
             track = view.track
             representation = ET.SubElement(
                 adaptation,
@@ -139,6 +223,8 @@ def _adaptation_sets(parent: ET.Element, p: Presentation, period: Period, init: 
                     schemeIdUri=CHANNEL_SCHEME,
                     value=str(track.channels),
                 )
+            if not shared and own is not None:
+                _content_protection(representation, own)
             template = ET.SubElement(
                 representation,
                 "SegmentTemplate",

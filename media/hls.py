@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
 
 from media import names
 from media.model import TrackKind
-from media.presentation import Presentation, TrackView
+from media.presentation import Presentation, Segment, TrackView
 from media.timerange import iso_utc
 
 VERSION = 6  # EXT-X-MAP in media playlists without I-frames needs version 6 (§4.4.4.5)
+
+
+@dataclass(frozen=True, slots=True)
+class HlsKey:
+    """One EXT-X-KEY tag (§4.4.4.4): ``method`` AES-128, SAMPLE-AES or SAMPLE-AES-CTR; no ``iv``
+    means the media sequence number is the IV (§5.2); ``line`` is a whole tag given by a DRM
+    system's signalling data, written as it is."""
+
+    method: str = ""
+    uri: str = ""
+    iv: bytes = b""
+    keyformat: str = ""
+    line: str = ""
+
+    def tag(self) -> str:
+        if self.line:
+            return self.line
+        attrs = [f"METHOD={self.method}", f"URI={_quoted(self.uri)}"]
+        if self.iv:
+            attrs.append(f"IV=0x{self.iv.hex().upper()}")
+        if self.keyformat:
+            attrs += [f"KEYFORMAT={_quoted(self.keyformat)}", 'KEYFORMATVERSIONS="1"']
+        return "#EXT-X-KEY:" + ",".join(attrs)
 
 
 def _quoted(value: str) -> str:
@@ -90,12 +115,26 @@ def master(p: Presentation, stem: str, query: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def media(p: Presentation, view: TrackView, stem: str, *, fmp4: bool, query: str = "") -> str:
+def media(
+    p: Presentation,
+    view: TrackView,
+    stem: str,
+    *,
+    fmp4: bool,
+    query: str = "",
+    keys: Callable[[Segment], tuple[HlsKey, ...]] | None = None,
+    clear_map: bool = True,
+) -> str:
     """A media playlist: the window's segments, sliding while live (§6.2.2), with
     EXT-X-PROGRAM-DATE-TIME at the start and after every discontinuity; a VOD playlist with
     ENDLIST once the stream ended or for a sub-clip in the past; an EVENT playlist that starts
     players at its beginning for a start-over (§4.4.3.5, §4.4.2.2). Segment URIs carry ``query``
-    (the playout control parameters), so segments resolve in the same presentation."""
+    (the playout control parameters), so segments resolve in the same presentation.
+
+    ``keys`` gives the EXT-X-KEY tags protecting a segment: written before the first segment and
+    again where they change (key rotation). ``clear_map``: the EXT-X-MAP comes before the first
+    EXT-X-KEY, so the initialization section is not under the key (AES-128, §4.4.4.4); otherwise
+    after it (SAMPLE-AES fMP4, whose init carries the protection scheme)."""
     suffix = f"?{query}" if query else ""
     track = view.track
     if track.kind is TrackKind.TEXT:
@@ -115,10 +154,17 @@ def media(p: Presentation, view: TrackView, stem: str, *, fmp4: bool, query: str
     elif p.start_over:
         lines.insert(2, "#EXT-X-PLAYLIST-TYPE:EVENT")
         lines.append("#EXT-X-START:TIME-OFFSET=0,PRECISE=YES")
+    current: tuple[HlsKey, ...] = ()
+    if keys is not None and first is not None and not clear_map:
+        current = keys(first)
+        lines += [k.tag() for k in current]
     if fmp4:
         lines.append(f"#EXT-X-MAP:URI={_quoted(names.init_segment(stem, track.name))}")
     kind = names.Kind.M4S if fmp4 else names.Kind.VTT if track.kind is TrackKind.TEXT else names.Kind.TS
     for segment in window:
+        if keys is not None and (wanted := keys(segment)) != current:
+            current = wanted
+            lines += [k.tag() for k in current]
         if segment.discontinuity and segment is not first:
             lines.append("#EXT-X-DISCONTINUITY")
         if segment is first or segment.discontinuity:

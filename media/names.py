@@ -13,6 +13,7 @@ the origin, so a manifest never names something the origin cannot resolve.
 ``<stem>-<track>-<time>.vtt``  HLS WebVTT subtitle segment
 ``<stem>.mpd``                 DASH MPD
 ``<stem>.mp4``                 progressive MP4 of a range (``vbegin``/``vend``), when no track is named
+``keys/<kid>.key``             HLS content key (32 hex digits), when this origin serves keys
 ``Manifest``                   Smooth client manifest
 ``QualityLevels(<bitrate>)/Fragments(<name>=<time>)``  Smooth fragment
 =============================  =========================================
@@ -40,9 +41,11 @@ class Kind(Enum):
     SMOOTH_MANIFEST = "smooth manifest"
     SMOOTH_FRAGMENT = "smooth fragment"
     PROGRESSIVE = "progressive mp4"
+    KEY = "key"
 
 
 SEGMENT_EXTENSIONS = {"ts": Kind.TS, "m4s": Kind.M4S, "dash": Kind.DASH_SEGMENT, "vtt": Kind.VTT}
+_KEY = re.compile(r"keys/([0-9a-f]{32})\.key")
 _SMOOTH_FRAGMENT = re.compile(r"QualityLevels\((\d+)\)/Fragments\(([^=()/]+)=(\d+)\)")
 
 
@@ -66,6 +69,11 @@ def dash_templates(stem: str) -> tuple[str, str]:
     return f"{stem}-$RepresentationID$.mp4", f"{stem}-$RepresentationID$-$Time$.dash"
 
 
+def key(kid: bytes) -> str:
+    """Where this origin serves a content key (HLS EXT-X-KEY URI), relative to the playlists."""
+    return f"keys/{kid.hex()}.key"
+
+
 def smooth_fragment_template(name: str) -> str:
     return f"QualityLevels({{bitrate}})/Fragments({name}={{start time}})"
 
@@ -86,6 +94,9 @@ def parse(path: str, tracks: Iterable[str]) -> Resource | None:
     a known track, longest first."""
     if path == "Manifest":
         return Resource(Kind.SMOOTH_MANIFEST)
+    match = _KEY.fullmatch(path)
+    if match:
+        return Resource(Kind.KEY, name=match[1])
     match = _SMOOTH_FRAGMENT.fullmatch(path)
     if match:
         return Resource(Kind.SMOOTH_FRAGMENT, bitrate=int(match[1]), name=match[2], time=int(match[3]))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 
 from media.boxes import (
     AVCConfigurationBox,
@@ -60,11 +62,12 @@ def _chunks(segments: list[Segment]) -> list[ET.Element]:
     return out
 
 
-def manifest(p: Presentation, query: str = "") -> str:
+def manifest(p: Presentation, query: str = "", protection: Sequence[tuple[str, bytes]] = ()) -> str:
     """The client manifest: one StreamIndex per stream name with a QualityLevel per bitrate; ``c``
     elements with ``t`` where the timeline (re)starts, ``d``, and ``r`` for repeats (which counts the
     element itself, unlike DASH's ``@r``). Fragment URLs carry ``query`` (the playout control
-    parameters)."""
+    parameters). ``protection`` lists (system ID, protection header) of the DRM systems of an
+    encrypted stream, written as its ``Protection`` element (MS-SSTR §2.2.2.2)."""
     root = ET.Element(
         "SmoothStreamingMedia",
         MajorVersion="2",
@@ -79,6 +82,12 @@ def manifest(p: Presentation, query: str = "") -> str:
         root.set("DVRWindowLength", str(p.dvr_window * 10_000_000))
         root.set("CanSeek", "TRUE")
         root.set("CanPause", "TRUE")
+    if protection:
+        element = ET.SubElement(root, "Protection")
+        for system, header in protection:
+            ET.SubElement(element, "ProtectionHeader", SystemID=system).text = base64.b64encode(
+                header
+            ).decode()
     streams: dict[str, list[TrackView]] = {}
     for view in p.views:
         if view.window and supported(view.track) and view.track.kind is not TrackKind.TEXT:

@@ -121,5 +121,5 @@ def create_app(settings: Settings, registry: PointRegistry | None = None) -> Qua
         return body, status, {"Retry-After": "5"} if status == 503 else {}
 
     ingest = IngestEndpoint(app.asgi_app, registry, settings.ingest)  # type: ignore[arg-type]
-    app.asgi_app = PlayoutEndpoint(ingest, registry, settings.playout)  # type: ignore[method-assign,assignment]
+    app.asgi_app = PlayoutEndpoint(ingest, registry, settings.playout, settings.locations)  # type: ignore[method-assign,assignment]
     return app

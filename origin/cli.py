@@ -1,4 +1,4 @@
-"""The ``headwater`` command: ``serve``, ``create``, ``inspect``."""
+"""The ``headwater`` command: ``serve``, ``create``, ``key-token``, ``inspect``."""
 
 from __future__ import annotations
 
@@ -87,6 +87,21 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_key_token(args: argparse.Namespace) -> int:
+    import time
+
+    from origin.key_tokens import mint_token
+    from storage.keys import PointId
+
+    settings = _settings(args)
+    if not settings.playout.key_token_secret:
+        raise SettingsError("playout.key_token_secret is not set: this origin serves no keys")
+    ttl = args.ttl if args.ttl is not None else settings.playout.key_token_ttl
+    point = str(PointId.parse(args.point.removesuffix(".isml").strip("/")))
+    print(mint_token(settings.playout.key_token_secret, point, int(time.time()) + ttl))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="headwater", description="Headwater live-streaming origin")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -104,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         help="server manifest option, e.g. dvr_window_length=60",
     )
     create.set_defaults(func=cmd_create)
+    key_token = sub.add_parser("key-token", help="mint a token for a publishing point's HLS keys")
+    _settings_args(key_token)
+    key_token.add_argument("point", help="publishing point path, e.g. live/channel1")
+    key_token.add_argument("--ttl", type=int, help="seconds the token stays valid (playout.key_token_ttl)")
+    key_token.set_defaults(func=cmd_key_token)
     inspect = sub.add_parser("inspect", help="print the box tree of an ISO-BMFF file")
     inspect.add_argument("file")
     inspect.set_defaults(func=cmd_inspect)

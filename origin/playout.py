@@ -22,25 +22,43 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 from fractions import Fraction
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qs
 
 from conf.logs import event
 from conf.settings import PlayoutSettings
-from ingest.errors import PointNotFound
+from ingest.errors import PointNotFound, Unauthorized
 from ingest.points import PointRegistry, PublishingPoint
 from media import dash, hls, names, smooth, webvtt
+from media.cenc import protect_fragment
 from media.cmaf import read_fragment
+from media.hls import HlsKey
+from media.keyplan import KeyPlan
 from media.model import Track, TrackKind
 from media.mpegts import TsTrack, can_carry, mux_segment
 from media.names import Kind, Resource
-from media.presentation import Lookup, Presentation, SegmentCutter, Source, frame_rate, present
+from media.presentation import (
+    Lookup,
+    Presentation,
+    Segment,
+    SegmentCutter,
+    Source,
+    TrackView,
+    frame_rate,
+    present,
+)
+from media.protection import Scheme
 from media.timeline import Timeline
 from media.timerange import SEGMENT_PARAMETERS, Control, iso_utc, parse_control
+from origin import protect
 from origin.errors import error_body, error_code, status_for
 from origin.export import ClipStream, plan_clip
+from origin.key_tokens import token_valid
+from origin.protect import Output
 from storage.keys import PointId
 from storage.points import PointState
+from storage.server_manifest import PointOptions
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -50,6 +68,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 PLAYOUT_PATH = re.compile(r"/(?P<point>.+?)\.isml/(?P<rest>.+)")
 API_PATHS = {"state", "statistics", "archive"}
 CLOCK_PATH = "/time"
+TOKEN_TEXT = re.compile(r"[A-Za-z0-9._~-]{1,200}")
 IMMUTABLE = "public, max-age=31536000, immutable"
 ERROR_CACHE = "public, max-age=1"
 PRESENTATIONS_KEPT = 256  # newest per (point, grouping, window)
@@ -140,10 +159,22 @@ class PlayoutEndpoint:
     """ASGI middleware: answers GET/HEAD/OPTIONS for ``/<point>.isml/<resource>`` and ``/time``,
     passes everything else to ``app``."""
 
-    def __init__(self, app: ASGIApp, registry: PointRegistry, settings: PlayoutSettings) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        registry: PointRegistry,
+        settings: PlayoutSettings,
+        locations: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (),
+    ) -> None:
         self.app = app
         self.registry = registry
         self.settings = settings
+        self.locations = {prefix: dict(values) for prefix, values in locations}
+        # Effective options and key plans by (point options, location): a location's options are
+        # parsed, and a CPIX file read, once per change of the point's options.
+        self._options: OrderedDict[tuple[PointOptions, str], tuple[PointOptions, KeyPlan | None]] = (
+            OrderedDict()
+        )
         self.cache = AnswerCache(settings.cache_size)
         self._cors_headers: tuple[tuple[bytes, bytes], ...] = (
             (
@@ -165,9 +196,9 @@ class PlayoutEndpoint:
         self._bitrates: OrderedDict[tuple[int, str], int] = OrderedDict()
         # Presentations by (generation, minimum, control), with the version they were built at:
         # segment requests between two fragments share one, instead of cutting again.
-        self._presentations: OrderedDict[tuple[int, Fraction | None, Control], tuple[int, Presentation]] = (
-            OrderedDict()
-        )
+        self._presentations: OrderedDict[
+            tuple[int, Fraction | None, Control, int], tuple[int, Presentation]
+        ] = OrderedDict()
         self._cutters: OrderedDict[tuple[int, str, Fraction | None], SegmentCutter] = OrderedDict()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -199,19 +230,26 @@ class PlayoutEndpoint:
 
     async def _answer(self, scope: Scope, point: str, rest: str) -> Answer | ClipStream:
         try:
-            pid = PointId.parse(point)
+            location, _, below = point.partition("/")
+            if not below or location not in self.locations:
+                location, below = "", point
+            pid = PointId.parse(below)
             found = await self.registry.get(pid)
             if found is None:
-                raise PointNotFound(f"publishing point {point!r} does not exist")
+                raise PointNotFound(f"publishing point {below!r} does not exist")
             resource = names.parse(rest, found.tracks)
             if resource is None:
-                raise PlayoutError(404, f"{rest!r} names no resource of publishing point {point!r}")
+                raise PlayoutError(404, f"{rest!r} names no resource of publishing point {below!r}")
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            options, plan = self._effective(found, location)
+            if resource.kind is Kind.KEY:
+                return self._key(scope, found, options, plan, resource.name, query)
             if resource.kind is Kind.PROGRESSIVE:
-                minimum = found.options.hls_minimum_fragment_length  # segments start on keyframes
-                p = await self._presentation(found, minimum, parse_control(query))
+                protect.carried(plan, Output.PROGRESSIVE)
+                minimum = options.hls_minimum_fragment_length  # segments start on keyframes
+                p = await self._presentation(found, options, minimum, parse_control(query))
                 return await plan_clip(found, p, self.settings.max_clip_duration)
-            return await self._resolve(scope, found, resource, query)
+            return await self._resolve(scope, found, resource, query, options, plan, location)
         except PlayoutError as exc:
             return self._error({"status": exc.status, "error": error_code(exc.status), "message": str(exc)})
         except Exception as exc:
@@ -220,28 +258,87 @@ class PlayoutEndpoint:
                 event(log, "playout.failed", logging.ERROR, path=scope["path"], exc=exc)
             return self._error(error_body(exc, status))
 
+    def _effective(self, point: PublishingPoint, location: str) -> tuple[PointOptions, KeyPlan | None]:
+        """The point's options as played through ``location``, and the key plan they give (None:
+        clear)."""
+        key = (point.options, location)
+        found = self._options.get(key)
+        if found is None:
+            options = point.options.with_values(self.locations[location]) if location else point.options
+            plan = options.key_plan(str(point.pid)) if options.encryption != Scheme.NONE else None
+            found = self._options[key] = (options, plan)
+            if len(self._options) > CUTTERS_KEPT:
+                self._options.popitem(last=False)
+        self._options.move_to_end(key)
+        return found
+
+    def _key(
+        self,
+        scope: Scope,
+        point: PublishingPoint,
+        options: PointOptions,
+        plan: KeyPlan | None,
+        kid_hex: str,
+        query: dict[str, list[str]],
+    ) -> Answer:
+        """A content key, to a request carrying a valid token for this point: the 16 raw bytes HLS
+        players fetch from an EXT-X-KEY URI (RFC 8216 §5.2), never cached by anyone."""
+        secret = self.settings.key_token_secret
+        if not secret:
+            raise Unauthorized("this origin serves no keys (playout.key_token_secret is not set)")
+        token = _token(scope, query)
+        if not token or not token_valid(secret, str(point.pid), token, time.time()):
+            raise Unauthorized("a key needs a valid token (?token= or Authorization: Bearer)")
+        key = (
+            plan.key_by_kid(bytes.fromhex(kid_hex))
+            if plan is not None and not options.encryption_key_uri
+            else None
+        )
+        if key is None:
+            raise PlayoutError(404, f"no key {kid_hex} is served for publishing point {str(point.pid)!r}")
+        return Answer(200, key.key, "application/octet-stream", "private, no-store")
+
     async def _resolve(
-        self, scope: Scope, point: PublishingPoint, resource: Resource, query: dict[str, list[str]]
+        self,
+        scope: Scope,
+        point: PublishingPoint,
+        resource: Resource,
+        query: dict[str, list[str]],
+        options: PointOptions,
+        plan: KeyPlan | None,
+        location: str,
     ) -> Answer:
         # AV1 and Opus have no MPEG-TS mapping HLS players use: such points get fMP4 segments.
         fmp4 = (
-            point.options.hls_fmp4
+            options.hls_fmp4
             or _flag(query, "hls_fmp4")
             or not all(can_carry(t) for t in point.tracks.values())
         )
         control = parse_control(query)
         immutable = resource.kind in IMMUTABLE_KINDS
+        token = _query_token(query)
         # Segments never change: keyed without the version, they survive new fragments landing,
         # but are served only while the presentation asked for still offers them.
+        # The key plan is part of the key, so new keys given to a point are used at once.
         key: tuple[object, ...] = (
-            (point.generation, resource)
+            (point.generation, location, plan, resource)
             if immutable
-            else (point.generation, point.version, resource, fmp4, control, _origin(scope))
+            else (
+                point.generation,
+                point.version,
+                location,
+                plan,
+                resource,
+                fmp4,
+                control,
+                token,
+                _origin(scope),
+            )
         )
         version = point.version
         cached = self.cache.get(key)
-        if cached is None or (immutable and not await self._offered(point, resource, control)):
-            cached = await self._build(scope, point, resource, fmp4, control, query)
+        if cached is None or (immutable and not await self._offered(point, options, resource, control)):
+            cached = await self._build(scope, point, resource, fmp4, control, query, options, plan)
             if cached.status == 200:
                 self.cache.put(key, cached)
         if cached.status == 200 and resource.kind in MANIFEST_KINDS and point.version == version:
@@ -250,17 +347,19 @@ class PlayoutEndpoint:
                 self._front.popitem(last=False)
         return cached
 
-    async def _offered(self, point: PublishingPoint, resource: Resource, control: Control) -> bool:
+    async def _offered(
+        self, point: PublishingPoint, options: PointOptions, resource: Resource, control: Control
+    ) -> bool:
         """Whether the presentation asked for still lists this segment (it may have left the
         window)."""
         if resource.kind is Kind.INIT:
             return True
         minimum = (
-            point.options.mpd_minimum_fragment_length
+            options.mpd_minimum_fragment_length
             if resource.kind is Kind.DASH_SEGMENT
-            else point.options.hls_minimum_fragment_length
+            else options.hls_minimum_fragment_length
         )
-        view = (await self._presentation(point, minimum, control)).view(resource.track)
+        view = (await self._presentation(point, options, minimum, control)).view(resource.track)
         return view is not None and view.find(resource.time)[0] is Lookup.FOUND
 
     async def _build(
@@ -271,6 +370,8 @@ class PlayoutEndpoint:
         fmp4: bool,
         control: Control,
         query: dict[str, list[str]],
+        options: PointOptions,
+        plan: KeyPlan | None,
     ) -> Answer:
         kind = resource.kind
         fmt = (
@@ -281,27 +382,38 @@ class PlayoutEndpoint:
             else "hls"
         )
         minimum = {
-            "hls": point.options.hls_minimum_fragment_length,
-            "dash": point.options.mpd_minimum_fragment_length,
+            "hls": options.hls_minimum_fragment_length,
+            "dash": options.mpd_minimum_fragment_length,
             "smooth": None,  # Smooth chunks are the stored fragments, one each
         }[fmt]
-        p = await self._presentation(point, minimum, control)
+        # CMAF headers serve HLS fMP4 and DASH alike (the same schemes: cenc or cbcs).
+        output = {"dash": Output.DASH, "smooth": Output.SMOOTH}.get(
+            fmt, Output.HLS_FMP4 if fmp4 or kind is Kind.INIT else Output.HLS_TS
+        )
+        scheme = protect.carried(plan, output)
+        p = await self._presentation(point, options, minimum, control)
         manifest_cache = self._manifest_cache(p)
         carried = Control.query(query, SEGMENT_PARAMETERS)  # so segments resolve in this presentation
         if kind is Kind.HLS_MASTER:
             # The variants keep what the client asked of the master.
-            params = ["hls_fmp4=true"] if fmp4 and not point.options.hls_fmp4 else []
-            params += filter(None, [Control.query(query)])
+            params = ["hls_fmp4=true"] if fmp4 and not options.hls_fmp4 else []
+            params += filter(None, [Control.query(query), Control.query(query, ("token",))])
             body = hls.master(p, resource.stem, "&".join(params))
             return Answer.ok(body.encode(), "application/vnd.apple.mpegurl", manifest_cache, p.updated_ms)
         if kind is Kind.MPD:
             clock = self.settings.clock_url or f"{_origin(scope)}{CLOCK_PATH}"
-            body = dash.mpd(p, resource.stem, clock, carried)
+            protection = None
+            if plan is not None and scheme is not Scheme.NONE:
+                protection = partial(protect.dash_protection, plan, scheme)
+            body = dash.mpd(p, resource.stem, clock, carried, protection)
             return Answer.ok(body.encode(), "application/dash+xml", manifest_cache, p.updated_ms)
         if kind is Kind.SMOOTH_MANIFEST:
-            return Answer.ok(smooth.manifest(p, carried).encode(), "text/xml", manifest_cache, p.updated_ms)
+            tracks = sorted(point.tracks.values(), key=lambda t: t.kind is not TrackKind.VIDEO)
+            headers = protect.smooth_protection(plan, scheme, tracks) if plan is not None else []
+            body = smooth.manifest(p, carried, headers)
+            return Answer.ok(body.encode(), "text/xml", manifest_cache, p.updated_ms)
         if kind is Kind.SMOOTH_FRAGMENT:
-            return await self._smooth_fragment(point, p, resource)
+            return await self._smooth_fragment(point, p, resource, plan, scheme)
         view = p.view(resource.track)
         if view is None or not view.window:
             raise PlayoutError(404, f"track {resource.track!r} has nothing to play here")
@@ -310,11 +422,26 @@ class PlayoutEndpoint:
         )
         if (kind is Kind.VTT) != (view.track.codec == "wvtt") and kind in (Kind.VTT, Kind.TS):
             raise PlayoutError(404, f"track {resource.track!r} has no {kind.value} segments")
+        encrypted = plan is not None and scheme is not Scheme.NONE and protect.protects(view.track)
         if kind is Kind.HLS_MEDIA:
-            body = hls.media(p, view, resource.stem, fmp4=fmp4, query=carried)
+            keys = None
+            if plan is not None and encrypted:
+                keys = self._hls_keys(plan, scheme, view, options.encryption_key_uri, _query_token(query))
+            body = hls.media(
+                p,
+                view,
+                resource.stem,
+                fmp4=fmp4,
+                query=carried,
+                keys=keys,
+                clear_map=scheme is Scheme.AES_128,
+            )
             return Answer.ok(body.encode(), "application/vnd.apple.mpegurl", manifest_cache, p.updated_ms)
         if kind is Kind.INIT:
-            return Answer.ok(view.track.header, content_type, "public, max-age=86400", 0)
+            header = view.track.header
+            if plan is not None and encrypted and scheme in (Scheme.CENC, Scheme.CBCS):
+                header = protect.protect_init(plan, scheme, view.track)
+            return Answer.ok(header, content_type, "public, max-age=86400", 0)
         status, segment = view.find(resource.time)
         if segment is None:
             raise PlayoutError(
@@ -322,6 +449,7 @@ class PlayoutEndpoint:
             )
         fragments = [await point.fragment(view.track.name, f.decode_time) for f in segment.fragments]
         modified = segment.fragments[-1].wallclock_ms
+        key = plan.key_for(view.track, view.utc_ms(segment)) if plan is not None and encrypted else None
         if kind is Kind.VTT:
             cues = []
             for data in fragments:
@@ -333,11 +461,50 @@ class PlayoutEndpoint:
             # One DTS shift for every segment of the track keeps DTS continuous across segments:
             # three frames covers B-frame pyramids; the muxer takes more where a segment needs it.
             shift = int(3 * view.track.timescale / view.frame_rate) if view.frame_rate else 0
-            ts = mux_segment([TsTrack.from_fragments(view.track, fragments, dts_shift=shift)], segment.number)
+            sample_aes = (
+                (key.key, protect.segment_iv(key, segment.number))
+                if key and scheme is Scheme.SAMPLE_AES
+                else None
+            )
+            ts = mux_segment(
+                [TsTrack.from_fragments(view.track, fragments, dts_shift=shift)],
+                segment.number,
+                sample_aes=sample_aes,
+            )
+            if key is not None and scheme is Scheme.AES_128:
+                ts = protect.aes128_segment(ts, key, segment.number)
             return Answer.ok(ts, "video/mp2t", IMMUTABLE, modified)
-        return Answer.ok(b"".join(fragments), content_type, IMMUTABLE, modified)
+        if key is not None and plan is not None and scheme in (Scheme.CENC, Scheme.CBCS):
+            default = plan.default_key(view.track).kid
+            fragments = [protect_fragment(f, view.track, scheme, key, default_kid=default) for f in fragments]
+        media = b"".join(fragments)
+        if key is not None and scheme is Scheme.AES_128:
+            media = protect.aes128_segment(media, key, segment.number)
+        return Answer.ok(media, content_type, IMMUTABLE, modified)
 
-    async def _smooth_fragment(self, point: PublishingPoint, p: Presentation, resource: Resource) -> Answer:
+    @staticmethod
+    def _hls_keys(
+        plan: KeyPlan, scheme: Scheme, view: TrackView, key_uri: str, token: str
+    ) -> Callable[[Segment], tuple[HlsKey, ...]]:
+        """The EXT-X-KEY tags of each segment of ``view``: those of the key of its period."""
+        found: dict[bytes, tuple[HlsKey, ...]] = {}
+
+        def keys(segment: Segment) -> tuple[HlsKey, ...]:
+            key = plan.key_for(view.track, view.utc_ms(segment))
+            if key.kid not in found:
+                found[key.kid] = protect.hls_keys(plan, scheme, key, key_uri, token)
+            return found[key.kid]
+
+        return keys
+
+    async def _smooth_fragment(
+        self,
+        point: PublishingPoint,
+        p: Presentation,
+        resource: Resource,
+        plan: KeyPlan | None,
+        scheme: Scheme,
+    ) -> Answer:
         view = next(
             (
                 v
@@ -356,6 +523,10 @@ class PlayoutEndpoint:
                 f"fragment {resource.time} of {resource.name!r} is {status.value}",
             )
         data = await point.fragment(view.track.name, segment.time)
+        if plan is not None and scheme is not Scheme.NONE and protect.protects(view.track):
+            key = plan.key_for(view.track, view.utc_ms(segment))
+            default = plan.default_key(view.track).kid
+            data = protect_fragment(data, view.track, scheme, key, default_kid=default)
         after = view.after(segment, smooth.LOOKAHEAD) if p.live else []
         body = smooth.fragment(data, segment.time, segment.duration, [(s.time, s.duration) for s in after])
         kind = "video" if view.track.kind is TrackKind.VIDEO else "audio"
@@ -365,14 +536,14 @@ class PlayoutEndpoint:
         return Answer.ok(body, f"{kind}/mp4", cache, segment.fragments[-1].wallclock_ms)
 
     async def _presentation(
-        self, point: PublishingPoint, minimum: Fraction | None, control: Control
+        self, point: PublishingPoint, options: PointOptions, minimum: Fraction | None, control: Control
     ) -> Presentation:
         """The newest presentation of ``point`` for this grouping and control (``minimum`` None:
         one segment per stored fragment, as Smooth needs), rebuilt only when the point changed."""
-        key = (point.generation, minimum, control)
+        key = (point.generation, minimum, control, options.dvr_window_length)
         found = self._presentations.get(key)
         if found is None or found[0] != point.version:
-            found = (point.version, await self._build_presentation(point, minimum, control))
+            found = (point.version, await self._build_presentation(point, options, minimum, control))
             self._presentations[key] = found
             self._presentations.move_to_end(key)
             if len(self._presentations) > PRESENTATIONS_KEPT:
@@ -380,7 +551,7 @@ class PlayoutEndpoint:
         return found[1]
 
     async def _build_presentation(
-        self, point: PublishingPoint, minimum: Fraction | None, control: Control
+        self, point: PublishingPoint, options: PointOptions, minimum: Fraction | None, control: Control
     ) -> Presentation:
         live = point.state.state is not PointState.STOPPED
         sources = []
@@ -395,7 +566,7 @@ class PlayoutEndpoint:
             cutter.update(timeline)
             sources.append(Source(track, cutter, rate, self._nominal_bitrate(point, track, timeline)))
         return present(
-            str(point.pid), sources, live=live, dvr_window=point.options.dvr_window_length, control=control
+            str(point.pid), sources, live=live, dvr_window=options.dvr_window_length, control=control
         )
 
     def _cutter(self, point: PublishingPoint, track: Track, minimum: Fraction | None) -> SegmentCutter:
@@ -522,6 +693,21 @@ def _range(header: str, body: bytes) -> tuple[int, bytes, list[tuple[bytes, byte
 def _flag(query: dict[str, list[str]], name: str) -> bool:
     values = query.get(name)
     return values is not None and (values[-1].lower() not in ("0", "false", "no"))
+
+
+def _query_token(query: dict[str, list[str]]) -> str:
+    """The viewer's key token as the playlist request carried it, for the key URIs it names."""
+    values = query.get("token")
+    return values[-1] if values and TOKEN_TEXT.fullmatch(values[-1]) else ""
+
+
+def _token(scope: Scope, query: dict[str, list[str]]) -> str:
+    """A key request's token: ``Authorization: Bearer <token>`` or ``?token=``."""
+    header = str(dict(scope["headers"]).get(b"authorization", b"").decode("latin-1"))
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return _query_token(query)
 
 
 def _front_key(scope: Scope) -> tuple[str, bytes, bytes]:

@@ -10,7 +10,11 @@ from dataclasses import dataclass, fields, replace
 from fractions import Fraction
 from typing import Any
 
+from media.cpix import MAX_CPIX_BYTES, CpixDocument, parse_cpix
+
+from media.keyplan import KeyPlan, check_plan, parse_key_list, parse_pssh_list
 from media.model import Track
+from media.protection import ProtectionError, Scheme
 from storage.errors import InvalidOption
 
 SMIL_NS = "http://www.w3.org/2001/SMIL20/Language"
@@ -54,7 +58,65 @@ def _token(option: str, text: str) -> str:
     return value
 
 
+def _scheme(option: str, text: str) -> str:
+    value = text.strip().lower()
+    if value not in {s.value for s in Scheme}:
+        raise InvalidOption(option, f"expected one of {', '.join(s.value for s in Scheme)}, got {text!r}")
+    return value
+
+
+def _keys(option: str, text: str) -> str:
+    try:
+        parse_key_list(text)
+    except ProtectionError as exc:
+        raise InvalidOption(option, exc.message) from None
+    return text.strip()
+
+
+def _seed(option: str, text: str) -> str:
+    value = text.strip()
+    if value and (len(value) < 16 or len(value) > 256 or not value.isprintable()):
+        raise InvalidOption(option, "expected a secret of 16 to 256 printable characters")
+    return value
+
+
+def _cpix(option: str, text: str) -> str:
+    value = text.strip()
+    if value:
+        read_cpix(option, value)
+    return value
+
+
+def _key_uri(option: str, text: str) -> str:
+    value = text.strip()
+    if value and (not value.isprintable() or any(c.isspace() or c in '"' for c in value)):
+        raise InvalidOption(option, "expected a URL without spaces or quotes")
+    return value
+
+
+def _pssh(option: str, text: str) -> str:
+    try:
+        parse_pssh_list(text)
+    except ProtectionError as exc:
+        raise InvalidOption(option, exc.message) from None
+    return text.strip()
+
+
+def read_cpix(option: str, path: str) -> CpixDocument:
+    """The CPIX document at ``path`` (a file the origin reads), checked."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_CPIX_BYTES + 1)
+    except OSError as exc:
+        raise InvalidOption(option, f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return parse_cpix(data)
+    except ProtectionError as exc:
+        raise InvalidOption(option, f"{path}: {exc.message}") from None
+
+
 REDACTED = "********"
+SECRET_OPTIONS = ("publish_token", "encryption_key", "encryption_key_seed")
 
 
 @dataclass(frozen=True)
@@ -72,6 +134,13 @@ class PointOptions:
     hls_fmp4: bool = False  # HLS with fMP4 (CMAF) segments instead of MPEG-TS
     publish_token: str = ""  # encoders must give this token (or the global one); redacted by the API
     redundant_encoders: bool = False  # several encoders may publish the same stream at once
+    encryption: str = "none"  # none | aes-128 | sample-aes | cenc | cbcs
+    encryption_key: str = ""  # [video=|audio=]KID:KEY[:IV], comma-separated; redacted by the API
+    encryption_key_seed: str = ""  # secret keys are derived from (per rotation period); redacted
+    encryption_key_rotation: int = 0  # seconds per key period; 0 = one key
+    encryption_cpix: str = ""  # path of a CPIX 2.x document giving the keys
+    encryption_key_uri: str = ""  # HLS key URI ({kid} = the KID in hex); "" = this origin serves keys
+    encryption_pssh: str = ""  # SYSTEM_ID:BASE64 pssh data per DRM system, comma-separated
 
     def with_values(self, values: dict[str, str]) -> PointOptions:
         """These options with ``values`` (option name → text) applied; dotted names
@@ -83,7 +152,25 @@ class PointOptions:
             if parser is None:
                 raise InvalidOption(raw_name, f"unknown option; known: {', '.join(sorted(OPTION_PARSERS))}")
             changes[name] = parser(name, text)
-        return replace(self, **changes)
+        options = replace(self, **changes)
+        if any(name.startswith("encryption") for name in changes):
+            try:
+                check_plan(options.key_plan(""))
+            except ProtectionError as exc:
+                raise InvalidOption("encryption", exc.message) from None
+        return options
+
+    def key_plan(self, point: str) -> KeyPlan:
+        """What protects ``point``'s media under these options (reads the CPIX file, if any)."""
+        return KeyPlan(
+            Scheme(self.encryption),
+            point,
+            parse_key_list(self.encryption_key),
+            self.encryption_key_seed.encode(),
+            self.encryption_key_rotation * 1000,
+            read_cpix("encryption_cpix", self.encryption_cpix) if self.encryption_cpix else None,
+            parse_pssh_list(self.encryption_pssh),
+        )
 
     def as_text(self, *, redact: bool = False) -> dict[str, str]:
         """Option name → text; ``redact`` hides a set publish token (what the API shows)."""
@@ -91,8 +178,9 @@ class PointOptions:
         for f in fields(self):
             value = getattr(self, f.name)
             out[f.name] = str(value).lower() if isinstance(value, bool) else str(value)
-        if redact and self.publish_token:
-            out["publish_token"] = REDACTED
+        for name in SECRET_OPTIONS if redact else ():
+            if out[name]:
+                out[name] = REDACTED
         return out
 
 
@@ -107,6 +195,13 @@ OPTION_PARSERS: dict[str, Any] = {
     "hls_fmp4": _bool,
     "publish_token": _token,
     "redundant_encoders": _bool,
+    "encryption": _scheme,
+    "encryption_key": _keys,
+    "encryption_key_seed": _seed,
+    "encryption_key_rotation": _seconds,
+    "encryption_cpix": _cpix,
+    "encryption_key_uri": _key_uri,
+    "encryption_pssh": _pssh,
 }
 
 # Accepted so that Unified Origin server manifests load unchanged, and not acted on: metadata about
