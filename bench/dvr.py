@@ -372,7 +372,7 @@ async def presentation_only(
     control = parse_control({"dvr_window_length": [str(window)]})
     await feed.append(point)
     t0 = time.perf_counter()
-    await endpoint._presentation(point, minimum, control)
+    await endpoint._presentation(point, options, minimum, control)
     return ms_since(t0)
 
 

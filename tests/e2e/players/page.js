@@ -4,6 +4,7 @@
 // The configuration comes in the page's query string as JSON:
 //   {"player": "hls.js" | "dash.js" | "shaka", "url": "...", "live": true|false|null,
 //    "lowLatency": bool, "start": number|null, "config": {...player-specific settings...}}
+// (for dash.js, config.protection goes to setProtectionData: ClearKey keys and license URLs)
 //
 // "start" is where playback starts on the player's currentTime axis, null for the player's own
 // choice: hls.js `startPosition` (seconds from the start of the first playlist it loads), dash.js
@@ -153,7 +154,10 @@
       };
       if (cfg.lowLatency) settings.streaming.liveCatchup = { enabled: true };
       player.updateSettings(settings);
-      if (cfg.config && Object.keys(cfg.config).length) player.updateSettings(cfg.config);
+      // "protection" in the config is dash.js's protection data (e.g. ClearKey keys), not a setting.
+      const { protection, ...dashSettings } = cfg.config || {};
+      if (protection) player.setProtectionData(protection);
+      if (Object.keys(dashSettings).length) player.updateSettings(dashSettings);
       const E = dashjs.MediaPlayer.events;
       player.on(E.ERROR, (e) => {
         const err = e.error;
