@@ -388,7 +388,7 @@ class PlayoutEndpoint:
         }[fmt]
         # CMAF headers serve HLS fMP4 and DASH alike (the same schemes: cenc or cbcs).
         output = {"dash": Output.DASH, "smooth": Output.SMOOTH}.get(
-            fmt, Output.HLS_FMP4 if fmp4 or kind is Kind.INIT else Output.HLS_TS
+            fmt, Output.HLS_FMP4 if fmp4 or kind in (Kind.INIT, Kind.M4S) else Output.HLS_TS
         )
         scheme = protect.carried(plan, output)
         p = await self._presentation(point, options, minimum, control)

@@ -333,6 +333,9 @@ def test_cpix_keys_and_drm_signalling(origin: Server) -> None:
     playlist = httpx.get(video, timeout=10).text
     assert "#EXT-X-KEY:METHOD=SAMPLE-AES" in playlist
     assert any(s.hls_signaling.strip() in playlist for s in doc.drm if s.hls_signaling)
+    segment = next(line for line in playlist.splitlines() if line.endswith(".m4s") or ".m4s?" in line)
+    answer = httpx.get(video.rsplit("/", 1)[0] + "/" + segment, timeout=10)  # as players ask: no ?hls_fmp4
+    assert answer.status_code == 200 and b"senc" in answer.content[:4096], answer.text[:200]
     require()
     config = {"drm": {"clearKeys": {k.kid.hex(): k.key.hex() for k in doc.keys}}}
     result = play("shaka", f"{base}/enc.mpd", seconds=10, config=config)
