@@ -146,7 +146,7 @@ class _NalFormat:
         return 1 <= first_byte & 0x1F <= 5
 
 
-def _check_codec(codec: str, kind: TrackKind) -> None:
+def check_codec(codec: str, kind: TrackKind) -> None:
     """Refuse what this module cannot encrypt, naming the codec."""
     if codec == "av01":
         raise ProtectionError(
@@ -161,7 +161,7 @@ def _check_codec(codec: str, kind: TrackKind) -> None:
 
 def _nal_format(track: Track) -> _NalFormat | None:
     """The NAL framing of a video track, ``None`` for audio (whole-sample encryption)."""
-    _check_codec(track.codec, track.kind)
+    check_codec(track.codec, track.kind)
     if track.kind is not TrackKind.VIDEO:
         return None
     hevc = track.codec in _HEVC
@@ -491,10 +491,10 @@ def _sample_entry(moov: MovieBox) -> VisualSampleEntry | AudioSampleEntry:
     if entry.box_type in _ENCRYPTED_FORMATS:
         raise ProtectionError(f"the header is already protected ({codec})")
     if isinstance(entry, TextSampleEntry):
-        _check_codec(codec, TrackKind.TEXT)
+        check_codec(codec, TrackKind.TEXT)
     if not isinstance(entry, VisualSampleEntry | AudioSampleEntry):
         raise ProtectionError(f"{codec} sample entries cannot be encrypted")
-    _check_codec(codec, TrackKind.VIDEO if isinstance(entry, VisualSampleEntry) else TrackKind.AUDIO)
+    check_codec(codec, TrackKind.VIDEO if isinstance(entry, VisualSampleEntry) else TrackKind.AUDIO)
     return entry
 
 

@@ -391,6 +391,7 @@ class PlayoutEndpoint:
             fmt, Output.HLS_FMP4 if fmp4 or kind in (Kind.INIT, Kind.M4S) else Output.HLS_TS
         )
         scheme = protect.carried(plan, output)
+        protect.check_tracks(scheme, point.tracks.values())
         p = await self._presentation(point, options, minimum, control)
         manifest_cache = self._manifest_cache(p)
         carried = Control.query(query, SEGMENT_PARAMETERS)  # so segments resolve in this presentation

@@ -19,6 +19,7 @@ expect; a progressive MP4 export of an encrypted point is refused rather than ha
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable
 from enum import Enum
 
 from Crypto.Cipher import AES
@@ -28,7 +29,8 @@ from media import cenc, dash, names
 from media.hls import HlsKey
 from media.keyplan import KeyPlan
 from media.model import Track, TrackKind
-from media.protection import ContentKey, DrmSystem, Scheme
+from media.protection import ContentKey, DrmSystem, ProtectionError, Scheme
+from media.sample_aes import sample_aes_supported
 from storage.errors import InvalidOption
 
 
@@ -73,6 +75,19 @@ def carried(plan: KeyPlan | None, output: Output) -> Scheme:
     if found is None:
         raise InvalidOption("encryption", f"{plan.scheme} cannot be carried in {output.value}")
     return found
+
+
+def check_tracks(scheme: Scheme, tracks: Iterable[Track]) -> None:
+    """Refuse (400) a scheme the point's codecs cannot be encrypted with, before any manifest names
+    them: AV1 under cenc/cbcs (no OBU subsample rule here), anything but H.264/AAC under SAMPLE-AES
+    in MPEG-TS."""
+    for track in filter(protects, tracks):
+        if scheme in (Scheme.CENC, Scheme.CBCS):
+            cenc.check_codec(track.codec, track.kind)
+        elif scheme is Scheme.SAMPLE_AES and not sample_aes_supported(track):
+            raise ProtectionError(
+                f"SAMPLE-AES in MPEG-TS covers H.264 and AAC, not {track.codec} ({track.name!r})"
+            )
 
 
 def protects(track: Track) -> bool:

@@ -13,6 +13,7 @@ from media.keyplan import KeyPlan, check_plan, parse_key_list, parse_pssh_list
 from media.model import Track, TrackKind
 from media.protection import ContentKey, ProtectionError, Scheme, derived_key, derived_key_of_kid
 from origin.key_tokens import mint_token, token_valid
+from origin.protect import check_tracks
 from storage.errors import InvalidOption
 from storage.server_manifest import REDACTED, PointOptions
 
@@ -209,3 +210,15 @@ def test_cpix_plan_with_periods() -> None:
     assert a.kid != b.kid and plan.key_for(AUDIO, first.start_ms).kid not in (a.kid, b.kid)
     with pytest.raises(ProtectionError, match="at 20"):
         plan.key_for(VIDEO, (second.end_ms or 0) + 1)
+
+
+def test_codecs_a_scheme_cannot_encrypt_are_refused() -> None:
+    av1 = Track("av1", TrackKind.VIDEO, "av01", "av01.0.08M.08", 90000, b"")
+    hevc = Track("hevc", TrackKind.VIDEO, "hvc1", "hvc1.1.6.L93.B0", 90000, b"")
+    with pytest.raises(ProtectionError, match="av01"):
+        check_tracks(Scheme.CENC, [VIDEO, av1])
+    with pytest.raises(ProtectionError, match="not hvc1"):
+        check_tracks(Scheme.SAMPLE_AES, [hevc])
+    check_tracks(Scheme.SAMPLE_AES, [VIDEO, AUDIO, TEXT])
+    check_tracks(Scheme.CBCS, [hevc, AUDIO, TEXT])  # text tracks stay clear
+    check_tracks(Scheme.AES_128, [av1])  # whole segments: any codec
