@@ -57,6 +57,11 @@ LOCATIONS = {
     "rotate": {"encryption": "aes-128", "encryption_key_seed": SEED, "encryption_key_rotation": "6"},
     "rotatecenc": {"encryption": "cenc", "encryption_key_seed": SEED, "encryption_key_rotation": "6"},
     "cpix": {"encryption": "cbcs", "encryption_cpix": str(CPIX)},
+    "external": {
+        "encryption": "aes-128",
+        "encryption_key": "{}:{}".format(*KEYS["aes"]),
+        "encryption_key_uri": "https://keys.example.com/k/{kid}",
+    },
 }
 
 
@@ -365,3 +370,11 @@ def test_smooth_cenc(origin: Server) -> None:
         fragment, header, {bytes.fromhex(KEYS["video"][0]): bytes.fromhex(KEYS["video"][1])}
     )
     assert read_fragment(decrypted)[2] == clear_payload
+
+
+def test_external_key_server(origin: Server) -> None:
+    url = variant(origin, "/external", f"?token={token()}")
+    playlist = httpx.get(url, timeout=10).text
+    assert f'#EXT-X-KEY:METHOD=AES-128,URI="https://keys.example.com/k/{KEYS["aes"][0]}"' in playlist
+    key = f"{origin.url}/external/{POINT}.isml/keys/{KEYS['aes'][0]}.key"
+    assert httpx.get(key, params={"token": token()}, timeout=5).status_code == 404  # not served here
