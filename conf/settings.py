@@ -94,7 +94,7 @@ class PlayoutSettings:
     cache_size: int = 256 * 1024**2  # bytes of rendered manifests and segments kept in memory
     clock_url: str = ""  # DASH UTCTiming URL; empty: this origin's /time at the host the client used
     max_clip_duration: int = 10800  # seconds a progressive MP4 export (<any>.mp4?vbegin&vend) may span
-    key_token_secret: str = ""  # signs the tokens HLS key requests need; "" = this origin serves no keys
+    key_token_secret: str = field(default="", repr=False)  # signs key tokens; "" = this origin serves no keys
     key_token_ttl: int = 86400  # seconds a token minted by `headwater key-token` stays valid
 
 
@@ -136,7 +136,7 @@ class Settings:
     points: PointOptions = field(default_factory=PointOptions)
     # Playout locations: a path prefix (``aes128`` for ``/aes128/<point>.isml/…``) → point options
     # applied over the point's own when it is played through that prefix.
-    locations: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    locations: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = field(default=(), repr=False)
 
     @property
     def http_address(self) -> tuple[str, int]:
@@ -255,9 +255,14 @@ def apply(settings: Settings, values: Mapping[str, Any], source: str) -> Setting
         points = settings.points.with_values(point_values)
     except InvalidOption as exc:
         raise SettingsError(f"setting points.{exc.option} in {source}: {exc}") from None
+    try:
+        points.check_keys()
+    except InvalidOption as exc:
+        raise SettingsError(f"setting points.{exc.option} in {source}: {exc}") from None
     for prefix, options in locations.items():
         try:
-            points.with_values(options)
+            base = points.without_encryption() if any(k.startswith("encryption") for k in options) else points
+            base.with_values(options).check_keys()
         except InvalidOption as exc:
             raise SettingsError(f"setting locations.{prefix}.{exc.option} in {source}: {exc}") from None
     updates = {s: replace(getattr(settings, s), **v) for s, v in sections.items()}

@@ -28,17 +28,19 @@ Which bytes are encrypted (§9.5 subsample encryption, §9.6 pattern encryption)
 - AV1 (OBU subsamples) and text tracks are refused with :class:`ProtectionError`.
 
 ``cenc`` IVs are 8 bytes (``Per_Sample_IV_Size`` 8), computed, not drawn, so that every origin process
-encrypts a request to the same bytes: the first 3 bytes of BLAKE2b(track name), then the sample's
-decode time modulo 2^40 as 5 big-endian bytes (tfdt plus the durations of the samples before it).
-The counter is the lower 8 bytes of the CTR block, so two samples of one track never share counter
-blocks; tracks sharing a key differ by the name hash (a 2^-24 chance per pair of colliding). The
-decode time wraps after 2^40 ticks (141 days at 90 kHz), before which a long-lived key should have
-been rotated.
+encrypts a request to the same bytes: HMAC-SHA256, keyed with the content key, over a seed naming
+this copy of the media (the track's name, and what the caller adds: the publishing point and the
+fragment's ingest time) and the sample's whole 64-bit decode time (tfdt plus the durations of the
+samples before it). The counter is the lower 8 bytes of the CTR block, so two samples never share
+counter blocks unless their IVs collide: the same key over other points, tracks, encoder runs or
+restarted timestamps gives other seeds, and 64-bit IVs collide by chance only after about 2^32
+samples under one key.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -96,7 +98,6 @@ if TYPE_CHECKING:
 BLOCK = 16
 MAX_CLEAR = 0xFFFF  # BytesOfClearData is 16 bits (§7.2)
 CENC_IV_SIZE = 8
-IV_TIME_MODULUS = 1 << 40
 SCHEME_VERSION = 0x10000  # §4: major version 1, minor version 0
 CBCS_VIDEO_PATTERN = (1, 9)  # crypt:skip in 16-byte blocks (§10.4)
 NO_PATTERN = (0, 0)
@@ -505,7 +506,13 @@ def _stbl(trak: TrackBox, path: str) -> SampleTableBox:
 
 
 def protect_fragment(
-    fragment: bytes, track: Track, scheme: Scheme, key: ContentKey, *, default_kid: bytes
+    fragment: bytes,
+    track: Track,
+    scheme: Scheme,
+    key: ContentKey,
+    *,
+    default_kid: bytes,
+    iv_seed: bytes = b"",
 ) -> bytes:
     """A stored CMAF fragment of ``track`` (moof + mdat as :func:`media.cmaf.write_fragment` writes
     it: one traf with tfdt and a trun, data offsets from the moof's first byte) encrypted with ``key``:
@@ -513,7 +520,9 @@ def protect_fragment(
     (pointing at the first ``senc`` entry) and ``senc`` (IVs for ``cenc``, subsample maps for video),
     and, when ``key.kid`` is not the header's ``default_kid`` (key rotation, §6), an ``sbgp`` mapping
     every sample to a ``seig`` group in an ``sgpd`` that names ``key.kid`` (and the key's constant IV
-    for ``cbcs``). The trun's data offset follows the moof's growth."""
+    for ``cbcs``). The trun's data offset follows the moof's growth. ``iv_seed`` names this copy of
+    the media for the ``cenc`` IVs (see the module docstring): what distinguishes it from any other
+    media encrypted with the same key at the same decode times."""
     _check_scheme(scheme)
     nal = _nal_format(track)
     loc = _locate(fragment)
@@ -527,7 +536,7 @@ def protect_fragment(
     layout = _traf_layout(traf, loc, None, True, loc.start, "moof/traf")
     buf = bytearray(fragment)
     if scheme is Scheme.CENC:
-        entries = _encrypt_ctr(buf, layout.samples, nal, key, track, traf)
+        entries = _encrypt_ctr(buf, layout.samples, nal, key, track.name.encode() + b"|" + iv_seed, traf)
     else:
         entries = _encrypt_cbc(buf, layout.samples, nal, key)
     traf.children.extend(_encryption_boxes(entries, nal is not None, scheme, key, default_kid))
@@ -541,18 +550,25 @@ def _encrypt_ctr(
     samples: list[tuple[int, int]],
     nal: _NalFormat | None,
     key: ContentKey,
-    track: Track,
+    seed: bytes,
     traf: TrackFragmentBox,
 ) -> list[SampleEncryptionEntry]:
-    prefix = hashlib.blake2b(track.name.encode()).digest()[:3]
     times = _decode_times(traf, "moof/traf")
     entries = []
     for i, ((offset, size), time) in enumerate(zip(samples, times, strict=True)):
         subsamples = _subsamples(buf, offset, offset + size, nal, Scheme.CENC, i) if nal else ()
-        iv = prefix + (time % IV_TIME_MODULUS).to_bytes(5, "big")
+        iv = sample_iv(key, seed, time)
         _ctr(buf, offset, size, subsamples, key.key, iv)
         entries.append(SampleEncryptionEntry(iv, subsamples))
     return entries
+
+
+def sample_iv(key: ContentKey, seed: bytes, decode_time: int) -> bytes:
+    """A ``cenc`` sample's 8-byte IV: HMAC-SHA256 keyed with the content key over the copy's seed
+    (track name, point, the fragment's ingest time) and the sample's whole decode time."""
+    return hmac.new(
+        key.key, seed + b"|" + decode_time.to_bytes(8, "big", signed=True), hashlib.sha256
+    ).digest()[:8]
 
 
 def _encrypt_cbc(

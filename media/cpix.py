@@ -506,7 +506,7 @@ def _integer_attribute(element: ET.Element, name: str, where: str) -> int | None
     text = element.get(name)
     if text is None:
         return None
-    if not _INTEGER.fullmatch(text.strip()) or int(text) < 0:
+    if not _INTEGER.fullmatch(text.strip()) or len(text.strip()) > 18 or int(text) < 0:
         raise ProtectionError(f"CPIX {where}: {name} is not a non-negative integer")
     return int(text)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from media.cenc import pssh_box
 from media.cpix import CpixDocument, KeyPeriod, UsageRule
@@ -84,10 +84,19 @@ class KeyPlan:
     scheme: Scheme
     point: str
     static: tuple[tuple[TrackKind | None, ContentKey], ...] = ()
-    seed: bytes = b""
+    seed: bytes = field(default=b"", repr=False)
     rotation_ms: int = 0
     cpix: CpixDocument | None = None
     pssh: tuple[tuple[bytes, bytes], ...] = ()  # (system ID, data) for every key
+
+    @property
+    def identity_keys(self) -> bool:
+        """Whether players may be handed the keys themselves (HLS ``identity`` key format): not
+        when a DRM system protects them (a CPIX document's, or pssh data of a system other than
+        ClearKey), or the raw key would undo the DRM."""
+        if self.cpix is not None and self.cpix.drm:
+            return False
+        return all(system in KID_LISTING_SYSTEMS for system, _ in self.pssh)
 
     def period(self, utc_ms: int) -> int:
         return utc_ms // self.rotation_ms if self.rotation_ms else 0

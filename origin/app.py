@@ -67,6 +67,8 @@ def create_app(settings: Settings, registry: PointRegistry | None = None) -> Qua
         body = await request.get_data(as_text=False)
         assert isinstance(body, bytes)
         options = parse_server_manifest(body, settings.points).options if body.strip() else None
+        if options is not None:
+            options.check_keys()  # reads a CPIX document it names, once, here
         created = await registry.create(pid, options)
         return Response(
             write_server_manifest(created.manifest, redact=True),

@@ -91,6 +91,7 @@ def cmd_key_token(args: argparse.Namespace) -> int:
     import time
 
     from origin.key_tokens import mint_token
+    from origin.playout import token_subject
     from storage.keys import PointId
 
     settings = _settings(args)
@@ -98,7 +99,8 @@ def cmd_key_token(args: argparse.Namespace) -> int:
         raise SettingsError("playout.key_token_secret is not set: this origin serves no keys")
     ttl = args.ttl if args.ttl is not None else settings.playout.key_token_ttl
     point = str(PointId.parse(args.point.removesuffix(".isml").strip("/")))
-    print(mint_token(settings.playout.key_token_secret, point, int(time.time()) + ttl))
+    subject = token_subject(args.location.strip("/"), point)
+    print(mint_token(settings.playout.key_token_secret, subject, int(time.time()) + ttl))
     return 0
 
 
@@ -123,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     _settings_args(key_token)
     key_token.add_argument("point", help="publishing point path, e.g. live/channel1")
     key_token.add_argument("--ttl", type=int, help="seconds the token stays valid (playout.key_token_ttl)")
+    key_token.add_argument(
+        "--location", default="", help="the location the keys are played through, e.g. aes128"
+    )
     key_token.set_defaults(func=cmd_key_token)
     inspect = sub.add_parser("inspect", help="print the box tree of an ISO-BMFF file")
     inspect.add_argument("file")

@@ -49,13 +49,14 @@ from media.presentation import (
     present,
 )
 from media.protection import Scheme
-from media.timeline import Timeline
+from media.timeline import Timeline, TimelineEntry
 from media.timerange import SEGMENT_PARAMETERS, Control, iso_utc, parse_control
 from origin import protect
 from origin.errors import error_body, error_code, status_for
 from origin.export import ClipStream, plan_clip
 from origin.key_tokens import token_valid
 from origin.protect import Output
+from storage.errors import InvalidOption
 from storage.keys import PointId
 from storage.points import PointState
 from storage.server_manifest import PointOptions
@@ -68,7 +69,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 PLAYOUT_PATH = re.compile(r"/(?P<point>.+?)\.isml/(?P<rest>.+)")
 API_PATHS = {"state", "statistics", "archive"}
 CLOCK_PATH = "/time"
-TOKEN_TEXT = re.compile(r"[A-Za-z0-9._~-]{1,200}")
+TOKEN_TEXT = re.compile(r"[A-Za-z0-9._~-]{1,200}", re.ASCII)
 IMMUTABLE = "public, max-age=31536000, immutable"
 ERROR_CACHE = "public, max-age=1"
 PRESENTATIONS_KEPT = 256  # newest per (point, grouping, window)
@@ -172,9 +173,9 @@ class PlayoutEndpoint:
         self.locations = {prefix: dict(values) for prefix, values in locations}
         # Effective options and key plans by (point options, location): a location's options are
         # parsed, and a CPIX file read, once per change of the point's options.
-        self._options: OrderedDict[tuple[PointOptions, str], tuple[PointOptions, KeyPlan | None]] = (
-            OrderedDict()
-        )
+        self._options: OrderedDict[
+            tuple[str, int, PointOptions, str], tuple[PointOptions, KeyPlan | None]
+        ] = OrderedDict()
         self.cache = AnswerCache(settings.cache_size)
         self._cors_headers: tuple[tuple[bytes, bytes], ...] = (
             (
@@ -243,7 +244,7 @@ class PlayoutEndpoint:
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             options, plan = self._effective(found, location)
             if resource.kind is Kind.KEY:
-                return self._key(scope, found, options, plan, resource.name, query)
+                return self._key(scope, found, location, options, plan, resource.name, query)
             if resource.kind is Kind.PROGRESSIVE:
                 protect.carried(plan, Output.PROGRESSIVE)
                 minimum = options.hls_minimum_fragment_length  # segments start on keyframes
@@ -260,12 +261,31 @@ class PlayoutEndpoint:
 
     def _effective(self, point: PublishingPoint, location: str) -> tuple[PointOptions, KeyPlan | None]:
         """The point's options as played through ``location``, and the key plan they give (None:
-        clear)."""
-        key = (point.options, location)
+        clear). A location's encryption options replace the point's as a whole; a location may not
+        serve an encrypted point in the clear."""
+        key = (str(point.pid), point.generation, point.options, location)
         found = self._options.get(key)
         if found is None:
-            options = point.options.with_values(self.locations[location]) if location else point.options
-            plan = options.key_plan(str(point.pid)) if options.encryption != Scheme.NONE else None
+            options = point.options
+            if location:
+                values = self.locations[location]
+                if any(name.startswith("encryption") for name in values):
+                    options = options.without_encryption()
+                options = options.with_values(values)
+                if point.options.encryption != Scheme.NONE and options.encryption == Scheme.NONE:
+                    raise PlayoutError(
+                        403,
+                        f"point {str(point.pid)!r} is encrypted: /{location}/ would play it clear",
+                    )
+            try:
+                plan = options.key_plan(str(point.pid)) if options.encryption != Scheme.NONE else None
+            except InvalidOption as exc:  # a CPIX file gone or changed since it was configured
+                event(
+                    log, "encryption.keys_unavailable", logging.ERROR, channel=str(point.pid), error=str(exc)
+                )
+                raise PlayoutError(
+                    503, "the keys of this publishing point are unavailable; see the server log"
+                ) from None
             found = self._options[key] = (options, plan)
             if len(self._options) > CUTTERS_KEPT:
                 self._options.popitem(last=False)
@@ -276,6 +296,7 @@ class PlayoutEndpoint:
         self,
         scope: Scope,
         point: PublishingPoint,
+        location: str,
         options: PointOptions,
         plan: KeyPlan | None,
         kid_hex: str,
@@ -287,13 +308,10 @@ class PlayoutEndpoint:
         if not secret:
             raise Unauthorized("this origin serves no keys (playout.key_token_secret is not set)")
         token = _token(scope, query)
-        if not token or not token_valid(secret, str(point.pid), token, time.time()):
-            raise Unauthorized("a key needs a valid token (?token= or Authorization: Bearer)")
-        key = (
-            plan.key_by_kid(bytes.fromhex(kid_hex))
-            if plan is not None and not options.encryption_key_uri
-            else None
-        )
+        if not token or not token_valid(secret, token_subject(location, str(point.pid)), token, time.time()):
+            raise Unauthorized("a key needs a valid token for this location and point (?token= or Bearer)")
+        served = plan is not None and plan.identity_keys and not options.encryption_key_uri
+        key = plan.key_by_kid(bytes.fromhex(kid_hex)) if plan is not None and served else None
         if key is None:
             raise PlayoutError(404, f"no key {kid_hex} is served for publishing point {str(point.pid)!r}")
         return Answer(200, key.key, "application/octet-stream", "private, no-store")
@@ -309,14 +327,17 @@ class PlayoutEndpoint:
         location: str,
     ) -> Answer:
         # AV1 and Opus have no MPEG-TS mapping HLS players use: such points get fMP4 segments.
+        # So do points encrypted with cenc, which MPEG-TS cannot carry.
         fmp4 = (
             options.hls_fmp4
             or _flag(query, "hls_fmp4")
             or not all(can_carry(t) for t in point.tracks.values())
+            or (plan is not None and plan.scheme is Scheme.CENC)
         )
         control = parse_control(query)
         immutable = resource.kind in IMMUTABLE_KINDS
-        token = _query_token(query)
+        # Only HLS playlists name the viewer's token (on their key URIs): only they are kept per token.
+        token = _query_token(query) if resource.kind in (Kind.HLS_MASTER, Kind.HLS_MEDIA) else ""
         # Segments never change: keyed without the version, they survive new fragments landing,
         # but are served only while the presentation asked for still offers them.
         # The key plan is part of the key, so new keys given to a point are used at once.
@@ -398,7 +419,9 @@ class PlayoutEndpoint:
         if kind is Kind.HLS_MASTER:
             # The variants keep what the client asked of the master.
             params = ["hls_fmp4=true"] if fmp4 and not options.hls_fmp4 else []
-            params += filter(None, [Control.query(query), Control.query(query, ("token",))])
+            params += filter(None, [Control.query(query)])
+            if token := _query_token(query):
+                params.append(f"token={token}")
             body = hls.master(p, resource.stem, "&".join(params))
             return Answer.ok(body.encode(), "application/vnd.apple.mpegurl", manifest_cache, p.updated_ms)
         if kind is Kind.MPD:
@@ -477,7 +500,12 @@ class PlayoutEndpoint:
             return Answer.ok(ts, "video/mp2t", IMMUTABLE, modified)
         if key is not None and plan is not None and scheme in (Scheme.CENC, Scheme.CBCS):
             default = plan.default_key(view.track).kid
-            fragments = [protect_fragment(f, view.track, scheme, key, default_kid=default) for f in fragments]
+            fragments = [
+                protect_fragment(
+                    data, view.track, scheme, key, default_kid=default, iv_seed=_iv_seed(point, entry)
+                )
+                for data, entry in zip(fragments, segment.fragments, strict=True)
+            ]
         media = b"".join(fragments)
         if key is not None and scheme is Scheme.AES_128:
             media = protect.aes128_segment(media, key, segment.number)
@@ -527,7 +555,8 @@ class PlayoutEndpoint:
         if plan is not None and scheme is not Scheme.NONE and protect.protects(view.track):
             key = plan.key_for(view.track, view.utc_ms(segment))
             default = plan.default_key(view.track).kid
-            data = protect_fragment(data, view.track, scheme, key, default_kid=default)
+            seed = _iv_seed(point, segment.fragments[0])
+            data = protect_fragment(data, view.track, scheme, key, default_kid=default, iv_seed=seed)
         after = view.after(segment, smooth.LOOKAHEAD) if p.live else []
         body = smooth.fragment(data, segment.time, segment.duration, [(s.time, s.duration) for s in after])
         kind = "video" if view.track.kind is TrackKind.VIDEO else "audio"
@@ -696,6 +725,17 @@ def _flag(query: dict[str, list[str]], name: str) -> bool:
     return values is not None and (values[-1].lower() not in ("0", "false", "no"))
 
 
+def _iv_seed(point: PublishingPoint, entry: TimelineEntry) -> bytes:
+    """What names this copy of a fragment for its cenc IVs: the point and when it was ingested."""
+    return f"{point.pid}|{entry.wallclock_ms}".encode()
+
+
+def token_subject(location: str, point: str) -> str:
+    """What a key token is bound to: the point as the request names it, with its location
+    (``aes128/live/ch1``), so a token for one location opens no other's keys."""
+    return f"{location}/{point}" if location else point
+
+
 def _query_token(query: dict[str, list[str]]) -> str:
     """The viewer's key token as the playlist request carried it, for the key URIs it names."""
     values = query.get("token")
@@ -706,7 +746,7 @@ def _token(scope: Scope, query: dict[str, list[str]]) -> str:
     """A key request's token: ``Authorization: Bearer <token>`` or ``?token=``."""
     header = str(dict(scope["headers"]).get(b"authorization", b"").decode("latin-1"))
     scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
+    if scheme.lower() == "bearer" and TOKEN_TEXT.fullmatch(value.strip()):
         return value.strip()
     return _query_token(query)
 

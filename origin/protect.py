@@ -114,7 +114,7 @@ def hls_keys(plan: KeyPlan, scheme: Scheme, key: ContentKey, key_uri: str, token
     else:
         uri = names.key(key.kid) + (f"?token={token}" if token else "")
     iv = key.iv if scheme is not Scheme.CBCS else key.constant_iv()
-    tags = [HlsKey(_HLS_METHOD[scheme], uri, iv)]
+    tags = [HlsKey(_HLS_METHOD[scheme], uri, iv)] if key_uri or plan.identity_keys else []
     for system in plan.systems(key.kid) if scheme in (Scheme.CBCS, Scheme.CENC) else ():
         tags.append(_system_key(system, scheme))
     return tuple(tags)
@@ -151,4 +151,11 @@ def smooth_protection(plan: KeyPlan, scheme: Scheme, tracks: list[Track]) -> lis
     if scheme is Scheme.NONE or not protected:
         return []
     key = plan.default_key(protected[0])
-    return [(s.system_uuid, cenc.pssh_data(s.pssh)) for s in plan.systems(key.kid) if s.pssh]
+    headers = [(s.system_uuid, cenc.pssh_data(s.pssh)) for s in plan.systems(key.kid) if s.pssh]
+    if not headers:
+        raise InvalidOption(
+            "encryption",
+            "Smooth Streaming signals encryption only through a DRM system's protection header: "
+            "give encryption_pssh or a CPIX document with DRM systems",
+        )
+    return headers

@@ -6,12 +6,11 @@ Unified Origin writes (so its manifests can be PUT here unchanged).
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from fractions import Fraction
 from typing import Any
 
 from media.cpix import MAX_CPIX_BYTES, CpixDocument, parse_cpix
-
 from media.keyplan import KeyPlan, check_plan, parse_key_list, parse_pssh_list
 from media.model import Track
 from media.protection import ProtectionError, Scheme
@@ -81,9 +80,12 @@ def _seed(option: str, text: str) -> str:
 
 
 def _cpix(option: str, text: str) -> str:
+    """A CPIX path; the document is read where keys are needed (:meth:`PointOptions.check_keys`
+    when the options are given, then on the first encrypted request), so a point whose document
+    went missing still loads, ingests and reports."""
     value = text.strip()
-    if value:
-        read_cpix(option, value)
+    if value and (not value.isprintable() or len(value) > 1024):
+        raise InvalidOption(option, "expected the path of a CPIX document")
     return value
 
 
@@ -132,11 +134,11 @@ class PointOptions:
     mpd_minimum_fragment_length: Fraction = Fraction(0)
     iss_minimum_fragment_length: Fraction = Fraction(0)
     hls_fmp4: bool = False  # HLS with fMP4 (CMAF) segments instead of MPEG-TS
-    publish_token: str = ""  # encoders must give this token (or the global one); redacted by the API
+    publish_token: str = field(default="", repr=False)  # encoders must give this token; redacted by the API
     redundant_encoders: bool = False  # several encoders may publish the same stream at once
     encryption: str = "none"  # none | aes-128 | sample-aes | cenc | cbcs
-    encryption_key: str = ""  # [video=|audio=]KID:KEY[:IV], comma-separated; redacted by the API
-    encryption_key_seed: str = ""  # secret keys are derived from (per rotation period); redacted
+    encryption_key: str = field(default="", repr=False)  # [video=|audio=]KID:KEY[:IV], comma-separated
+    encryption_key_seed: str = field(default="", repr=False)  # secret keys are derived from, per period
     encryption_key_rotation: int = 0  # seconds per key period; 0 = one key
     encryption_cpix: str = ""  # path of a CPIX 2.x document giving the keys
     encryption_key_uri: str = ""  # HLS key URI ({kid} = the KID in hex); "" = this origin serves keys
@@ -154,21 +156,38 @@ class PointOptions:
             changes[name] = parser(name, text)
         options = replace(self, **changes)
         if any(name.startswith("encryption") for name in changes):
-            try:
-                check_plan(options.key_plan(""))
-            except ProtectionError as exc:
-                raise InvalidOption("encryption", exc.message) from None
+            options.check_keys(read=False)
         return options
 
-    def key_plan(self, point: str) -> KeyPlan:
-        """What protects ``point``'s media under these options (reads the CPIX file, if any)."""
+    def without_encryption(self) -> PointOptions:
+        """These options with every ``encryption*`` option at its default."""
+        defaults = PointOptions()
+        names = [f.name for f in fields(self) if f.name.startswith("encryption")]
+        return replace(self, **{name: getattr(defaults, name) for name in names})
+
+    def check_keys(self, *, read: bool = True) -> None:
+        """Refuse encryption options that cannot work together; ``read``: also read and check the
+        CPIX document (when the options are configured or PUT, not each time a point loads)."""
+        try:
+            check_plan(self.key_plan("", read=read))
+        except ProtectionError as exc:
+            raise InvalidOption("encryption", exc.message) from None
+
+    def key_plan(self, point: str, *, read: bool = True) -> KeyPlan:
+        """What protects ``point``'s media under these options; ``read`` False stands an empty
+        document in for the CPIX file (to check the other options without reading it)."""
+        cpix = None
+        if self.encryption_cpix:
+            cpix = (
+                read_cpix("encryption_cpix", self.encryption_cpix) if read else CpixDocument((), (), (), ())
+            )
         return KeyPlan(
             Scheme(self.encryption),
             point,
             parse_key_list(self.encryption_key),
             self.encryption_key_seed.encode(),
             self.encryption_key_rotation * 1000,
-            read_cpix("encryption_cpix", self.encryption_cpix) if self.encryption_cpix else None,
+            cpix,
             parse_pssh_list(self.encryption_pssh),
         )
 

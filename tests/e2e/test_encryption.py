@@ -57,6 +57,7 @@ LOCATIONS = {
     "rotate": {"encryption": "aes-128", "encryption_key_seed": SEED, "encryption_key_rotation": "6"},
     "rotatecenc": {"encryption": "cenc", "encryption_key_seed": SEED, "encryption_key_rotation": "6"},
     "cpix": {"encryption": "cbcs", "encryption_cpix": str(CPIX)},
+    "clear": {"encryption": "none"},
     "external": {
         "encryption": "aes-128",
         "encryption_key": "{}:{}".format(*KEYS["aes"]),
@@ -79,8 +80,9 @@ def origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         server.stop()
 
 
-def token(point: str = POINT, ttl: int = 600) -> str:
-    return mint_token(SECRET, point, int(time.time()) + ttl)
+def token(location: str, point: str = POINT, ttl: int = 600) -> str:
+    """A key token for ``point`` played through ``location`` (what the platform mints)."""
+    return mint_token(SECRET, f"{location}/{point}" if location else point, int(time.time()) + ttl)
 
 
 def variant(server: Server, prefix: str, query: str = "") -> str:
@@ -111,11 +113,11 @@ def clear_frames(origin: Server) -> list[str]:
 
 @pytest.mark.parametrize("fmp4", [False, True], ids=["ts", "fmp4"])
 def test_ffmpeg_decodes_aes128_hls(origin: Server, clear_frames: list[str], fmp4: bool) -> None:
-    query = f"?token={token()}" + ("&hls_fmp4=true" if fmp4 else "")
+    query = f"?token={token('aes128')}" + ("&hls_fmp4=true" if fmp4 else "")
     url = variant(origin, "/aes128", query)
     playlist = httpx.get(url, timeout=10).text
     assert '#EXT-X-KEY:METHOD=AES-128,URI="keys/' in playlist
-    assert f"?token={token()[:5]}" in playlist  # the viewer's token rides on the key URI
+    assert f"?token={token('aes128')[:5]}" in playlist  # the viewer's token rides on the key URI
     if fmp4:  # the init section is not under the key (it precedes the first EXT-X-KEY)
         assert playlist.index("#EXT-X-MAP") < playlist.index("#EXT-X-KEY")
     segment = next(line for line in playlist.splitlines() if line and not line.startswith("#"))
@@ -125,7 +127,7 @@ def test_ffmpeg_decodes_aes128_hls(origin: Server, clear_frames: list[str], fmp4
 
 
 def test_ffmpeg_decodes_sample_aes_ts(origin: Server, clear_frames: list[str]) -> None:
-    url = variant(origin, "/sampleaes", f"?token={token()}")
+    url = variant(origin, "/sampleaes", f"?token={token('sampleaes')}")
     playlist = httpx.get(url, timeout=10).text
     assert "#EXT-X-KEY:METHOD=SAMPLE-AES" in playlist
     found = frames(url)
@@ -138,7 +140,7 @@ def test_ffmpeg_decodes_sample_aes_ts(origin: Server, clear_frames: list[str]) -
 
 
 def test_ffmpeg_decodes_across_key_rotation(origin: Server, clear_frames: list[str]) -> None:
-    url = variant(origin, "/rotate", f"?token={token()}")
+    url = variant(origin, "/rotate", f"?token={token('rotate')}")
     playlist = httpx.get(url, timeout=10).text
     kids = re.findall(r'URI="keys/([0-9a-f]{32})\.key', playlist)
     assert len(kids) >= 3 and len(set(kids)) == len(kids)  # 20 s in 6 s periods: a new key each
@@ -205,41 +207,57 @@ def test_players_play_encrypted_dash_with_clearkey(origin: Server, player: str, 
 @pytest.mark.parametrize("location", ["aes128", "sampleaes"])
 def test_hls_js_plays_encrypted_ts(origin: Server, location: str) -> None:
     require()
-    result = play("hls.js", f"{origin.url}/{location}/{POINT}.isml/enc.m3u8?token={token()}", seconds=10)
+    result = play(
+        "hls.js", f"{origin.url}/{location}/{POINT}.isml/enc.m3u8?token={token(location)}", seconds=10
+    )
     assert result.ok, str(result)
     assert result.advanced >= 8.0, str(result)
 
 
 def test_key_needs_a_valid_token(origin: Server) -> None:
     url = f"{origin.url}/aes128/{POINT}.isml/keys/{KEYS['aes'][0]}.key"
-    good = httpx.get(url, params={"token": token()}, timeout=5)
+    good = httpx.get(url, params={"token": token("aes128")}, timeout=5)
     assert good.status_code == 200 and good.content == bytes.fromhex(KEYS["aes"][1])
     assert good.headers["cache-control"] == "private, no-store"
-    bearer = httpx.get(url, headers={"Authorization": f"Bearer {token()}"}, timeout=5)
+    bearer = httpx.get(url, headers={"Authorization": f"Bearer {token('aes128')}"}, timeout=5)
     assert bearer.status_code == 200
     refused = {
         "no token": httpx.get(url, timeout=5),
         "forged": httpx.get(url, params={"token": f"{int(time.time()) + 60}-{'0' * 32}"}, timeout=5),
-        "expired": httpx.get(url, params={"token": token(ttl=-10)}, timeout=5),
-        "another point": httpx.get(url, params={"token": token("live/other")}, timeout=5),
+        "expired": httpx.get(url, params={"token": token("aes128", ttl=-10)}, timeout=5),
+        "another point": httpx.get(url, params={"token": token("aes128", "live/other")}, timeout=5),
+        # The same KID under another location: a token opens the keys of its own location only.
+        "another location": httpx.get(url, params={"token": token("sampleaes")}, timeout=5),
+        "no location": httpx.get(url, params={"token": token("")}, timeout=5),
+        "non-ASCII digits": httpx.get(url, params={"token": "١٩٩٩٩٩٩٩٩٩-" + "0" * 32}, timeout=5),
+        "odd bearer": httpx.get(url, headers={"Authorization": "Bearer ²-x".encode("latin-1")}, timeout=5),
     }
     for why, answer in refused.items():
         assert answer.status_code == 403, why
         assert KEYS["aes"][1] not in answer.text
-    unknown = httpx.get(url.replace(KEYS["aes"][0], "f" * 32), params={"token": token()}, timeout=5)
+    unknown = httpx.get(url.replace(KEYS["aes"][0], "f" * 32), params={"token": token("aes128")}, timeout=5)
     assert unknown.status_code == 404
-    clear = httpx.get(url.replace("/aes128/", "/"), params={"token": token()}, timeout=5)
+    clear = httpx.get(url.replace("/aes128/", "/"), params={"token": token("")}, timeout=5)
     assert clear.status_code == 404  # the clear stream has no keys
+    # Keys derived from a location's seed are each point's own, whichever point was asked first.
+    assert httpx.put(f"{origin.url}/live/other.isml", timeout=5).status_code == 201
+    rotated = derived_key(SEED.encode(), POINT, "video", int(time.time() * 1000) // 6000)
+    mine = f"{origin.url}/rotate/{POINT}.isml/keys/{rotated.kid.hex()}.key"
+    assert httpx.get(mine, params={"token": token("rotate")}, timeout=5).content == rotated.key
+    theirs = mine.replace(POINT, "live/other")
+    assert httpx.get(theirs, params={"token": token("rotate", "live/other")}, timeout=5).status_code == 404
 
 
 def test_schemes_a_format_cannot_carry_are_refused(origin: Server) -> None:
     base = f"{origin.url}/{{}}/{POINT}.isml/enc"
     cases = {
-        base.format("cenc") + ".m3u8": "cannot be carried in HLS with MPEG-TS",
         base.format("aes128") + ".mpd": "cannot be carried in DASH",
         base.format("cbcs") + "/Manifest": "cannot be carried in Smooth",
         base.format("aes128") + ".mp4?vbegin=2&vend=6": "cannot be carried in progressive MP4",
     }
+    # cenc HLS: MPEG-TS cannot carry it, so its playlists name fMP4 segments without being asked.
+    master = httpx.get(base.format("cenc") + ".m3u8", timeout=10)
+    assert master.status_code == 200 and "hls_fmp4=true" in master.text
     for url, message in cases.items():
         answer = httpx.get(url.replace("enc/Manifest", "Manifest"), timeout=10)
         assert answer.status_code == 400, (url, answer.text)
@@ -252,7 +270,7 @@ def test_keys_appear_nowhere(origin: Server) -> None:
     for loc in LOCATIONS:
         for name in ("enc.m3u8", "enc.mpd", "Manifest"):
             texts.append(
-                httpx.get(f"{origin.url}/{loc}/{POINT}.isml/{name}?token={token()}", timeout=10).text
+                httpx.get(f"{origin.url}/{loc}/{POINT}.isml/{name}?token={token(loc)}", timeout=10).text
             )
     secrets = [key for _, key in KEYS.values()] + [SEED]
     secrets += [base64.b64encode(bytes.fromhex(key)).decode() for _, key in KEYS.values()]
@@ -336,8 +354,11 @@ def test_cpix_keys_and_drm_signalling(origin: Server) -> None:
         assert f'cenc:default_KID="{key.kid_uuid}"' in mpd
     video = variant(origin, "/cpix", "?hls_fmp4=true")
     playlist = httpx.get(video, timeout=10).text
-    assert "#EXT-X-KEY:METHOD=SAMPLE-AES" in playlist
     assert any(s.hls_signaling.strip() in playlist for s in doc.drm if s.hls_signaling)
+    assert 'URI="keys/' not in playlist  # DRM keys are never handed out raw
+    kid = doc.keys[0].kid.hex()
+    served = httpx.get(f"{base}/keys/{kid}.key", params={"token": token("cpix")}, timeout=5)
+    assert served.status_code == 404
     segment = next(line for line in playlist.splitlines() if line.endswith(".m4s") or ".m4s?" in line)
     answer = httpx.get(video.rsplit("/", 1)[0] + "/" + segment, timeout=10)  # as players ask: no ?hls_fmp4
     assert answer.status_code == 200 and b"senc" in answer.content[:4096], answer.text[:200]
@@ -373,8 +394,21 @@ def test_smooth_cenc(origin: Server) -> None:
 
 
 def test_external_key_server(origin: Server) -> None:
-    url = variant(origin, "/external", f"?token={token()}")
+    url = variant(origin, "/external", f"?token={token('external')}")
     playlist = httpx.get(url, timeout=10).text
     assert f'#EXT-X-KEY:METHOD=AES-128,URI="https://keys.example.com/k/{KEYS["aes"][0]}"' in playlist
     key = f"{origin.url}/external/{POINT}.isml/keys/{KEYS['aes'][0]}.key"
-    assert httpx.get(key, params={"token": token()}, timeout=5).status_code == 404  # not served here
+    assert httpx.get(key, params={"token": token("external")}, timeout=5).status_code == 404  # not here
+
+
+def test_a_location_cannot_play_an_encrypted_point_clear(origin: Server) -> None:
+    body = (
+        '<smil xmlns="http://www.w3.org/2001/SMIL20/Language"><head>'
+        '<meta name="encryption" content="aes-128"/>'
+        '<meta name="encryption_key" content="{}:{}"/>'
+        "</head><body/></smil>"
+    ).format(*KEYS["aes"])
+    assert httpx.put(f"{origin.url}/live/secret.isml", content=body, timeout=5).status_code == 201
+    refused = httpx.get(f"{origin.url}/clear/live/secret.isml/secret.m3u8", timeout=5)
+    assert refused.status_code == 403 and "would play it clear" in refused.text
+    assert httpx.get(f"{origin.url}/clear/{POINT}.isml/enc.m3u8", timeout=5).status_code == 200
