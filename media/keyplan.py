@@ -182,6 +182,11 @@ def check_plan(plan: KeyPlan) -> None:
                 "encryption_cpix: usage rules that pick keys by frame rate, HDR, colour gamut or label "
                 "are not supported; filter by kind, pixels, channels, bit rate and period"
             )
+        cenc_scheme = {Scheme.SAMPLE_AES: Scheme.CBCS}.get(plan.scheme, plan.scheme)
+        if cenc_scheme in (Scheme.CENC, Scheme.CBCS) and any(s != cenc_scheme for _, s in plan.cpix.schemes):
+            raise ProtectionError(
+                f"encryption_cpix gives keys for another scheme than encryption {plan.scheme}"
+            )
         if any(p.index is not None for p in plan.cpix.periods) and not plan.rotation_ms:
             raise ProtectionError(
                 "encryption_cpix numbers its key periods: set encryption_key_rotation to their length"

@@ -222,3 +222,11 @@ def test_codecs_a_scheme_cannot_encrypt_are_refused() -> None:
     check_tracks(Scheme.SAMPLE_AES, [VIDEO, AUDIO, TEXT])
     check_tracks(Scheme.CBCS, [hevc, AUDIO, TEXT])  # text tracks stay clear
     check_tracks(Scheme.AES_128, [av1])  # whole segments: any codec
+
+
+def test_cpix_scheme_must_match() -> None:
+    doc = parse_cpix((DATA / "multi_drm.cpix.xml").read_bytes())  # commonEncryptionScheme="cbcs"
+    with pytest.raises(ProtectionError, match="another scheme"):
+        check_plan(KeyPlan(Scheme.CENC, "live/a", cpix=doc))
+    check_plan(KeyPlan(Scheme.SAMPLE_AES, "live/a", cpix=doc))
+    check_plan(KeyPlan(Scheme.AES_128, "live/a", cpix=doc))
