@@ -6,6 +6,7 @@ Unified Origin writes (so its manifests can be PUT here unchanged).
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from fractions import Fraction
 from typing import Any
@@ -64,12 +65,17 @@ def _scheme(option: str, text: str) -> str:
     return value
 
 
-def _keys(option: str, text: str) -> str:
-    try:
-        parse_key_list(text)
-    except ProtectionError as exc:
-        raise InvalidOption(option, exc.message) from None
-    return text.strip()
+def _checked_by(parse: Callable[[str], object]) -> Callable[[str, str], str]:
+    """An option parser keeping the text once ``parse`` accepts it (a key or pssh list)."""
+
+    def check(option: str, text: str) -> str:
+        try:
+            parse(text)
+        except ProtectionError as exc:
+            raise InvalidOption(option, exc.message) from None
+        return text.strip()
+
+    return check
 
 
 def _seed(option: str, text: str) -> str:
@@ -94,14 +100,6 @@ def _key_uri(option: str, text: str) -> str:
     if value and (not value.isprintable() or any(c.isspace() or c in '"' for c in value)):
         raise InvalidOption(option, "expected a URL without spaces or quotes")
     return value
-
-
-def _pssh(option: str, text: str) -> str:
-    try:
-        parse_pssh_list(text)
-    except ProtectionError as exc:
-        raise InvalidOption(option, exc.message) from None
-    return text.strip()
 
 
 def read_cpix(option: str, path: str) -> CpixDocument:
@@ -215,12 +213,12 @@ OPTION_PARSERS: dict[str, Any] = {
     "publish_token": _token,
     "redundant_encoders": _bool,
     "encryption": _scheme,
-    "encryption_key": _keys,
+    "encryption_key": _checked_by(parse_key_list),
     "encryption_key_seed": _seed,
     "encryption_key_rotation": _seconds,
     "encryption_cpix": _cpix,
     "encryption_key_uri": _key_uri,
-    "encryption_pssh": _pssh,
+    "encryption_pssh": _checked_by(parse_pssh_list),
 }
 
 # Accepted so that Unified Origin server manifests load unchanged, and not acted on: metadata about
