@@ -342,7 +342,7 @@ class PublishingPoint:
     async def _stored_anchor(self) -> int | None:
         """The anchor of the newest stored fragment of any track (after a restart)."""
         newest: tuple[int, int] | None = None
-        for name, track in self.tracks.items():
+        for name, track in list(self.tracks.items()):  # tracks may be declared meanwhile
             last = (await self.timeline(name)).last
             if last is None or is_utc(last.decode_time, track.timescale):
                 continue

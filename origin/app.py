@@ -91,7 +91,7 @@ def create_app(settings: Settings, registry: PointRegistry | None = None) -> Qua
     @app.get("/<path:point>.isml/state")
     async def point_state(point: str) -> Any:
         found = await existing(point)
-        for name in found.tracks:
+        for name in list(found.tracks):  # an encoder may declare a track while timelines load
             await found.timeline(name)
         return found.describe()
 

@@ -330,7 +330,7 @@ async def _point_clock(point: PublishingPoint, own: set[str]) -> PointClock:
     floor: int | None = None
     latest: int | None = None
     now = now_ms()
-    for name, track in point.tracks.items():
+    for name, track in list(point.tracks.items()):  # tracks may be declared meanwhile
         last = (await point.timeline(name)).last
         if last is None:
             continue
