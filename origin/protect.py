@@ -9,11 +9,13 @@ option         HLS TS          HLS fMP4          DASH         Smooth
 ``aes-128``    AES-128         AES-128           —            —
 ``sample-aes`` SAMPLE-AES      SAMPLE-AES cbcs   cbcs         —
 ``cbcs``       SAMPLE-AES      SAMPLE-AES cbcs   cbcs         —
-``cenc``       —               SAMPLE-AES-CTR    cenc         cenc
+``cenc``       (fMP4 instead)  SAMPLE-AES-CTR    cenc         cenc
 =============  ==============  ================  ===========  ===========
 
-"—" is a 400 naming the option. Text tracks (WebVTT, IMSC1) stay clear, as HLS and DASH players
-expect; a progressive MP4 export of an encrypted point is refused rather than handed out clear.
+"—" is a 400 naming the option; the playlists of a ``cenc`` point name fMP4 segments, so only a
+``.ts`` URL asked for by hand meets MPEG-TS's 400. Smooth needs a DRM system's protection header.
+Text tracks (WebVTT, IMSC1) stay clear, as HLS and DASH players expect; a progressive MP4 export of
+an encrypted point is refused rather than handed out clear.
 """
 
 from __future__ import annotations
