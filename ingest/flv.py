@@ -5,9 +5,14 @@ input lands in the same publishing points and index as HTTP ingest.
 Video is cut into fragments at keyframes, once a fragment holds at least ``target`` seconds (the
 publishing point's smallest minimum fragment length; 0 cuts at every keyframe). Audio fragments end
 where video fragments end, so segments of both line up; without video they last ``AUDIO_ONLY``
-seconds. Video durations come from consecutive decode times; audio durations from the frames
-themselves (1024 samples per AAC frame, the Opus TOC), re-aligned to the timestamps only when they
-drift apart by more than ``AUDIO_RESYNC`` seconds.
+seconds. For a low-latency point (``part``), every fragment is a part: video is cut at every
+keyframe and wherever the next frame would take it beyond ``part`` seconds, audio wherever the next
+frame would (RFC 8216bis §4.4.4.9: a part lasts at most the part target), so a part is stored one
+frame after its last one arrived.
+
+Video durations come from consecutive decode times; audio durations from the frames themselves
+(1024 samples per AAC frame, the Opus TOC), re-aligned to the timestamps only when they drift apart
+by more than ``AUDIO_RESYNC`` seconds.
 """
 
 from __future__ import annotations
@@ -65,8 +70,12 @@ class FlvReceiver:
     """One publish's audio and video. ``suffix`` ends the track names (``video_2``/``audio_2`` for the
     stream ``name_2``), so renditions of an ABR set keep their tracks apart."""
 
-    def __init__(self, suffix: str, target: Fraction, *, max_fragment_bytes: int) -> None:
-        self.target_ticks = -(-target.numerator * VIDEO_TIMESCALE // target.denominator)
+    def __init__(
+        self, suffix: str, target: Fraction, *, max_fragment_bytes: int, part: Fraction | None = None
+    ) -> None:
+        self.target_ticks = 0 if part else -(-target.numerator * VIDEO_TIMESCALE // target.denominator)
+        self.part = part
+        self.part_ticks = int(part * VIDEO_TIMESCALE) if part else 0
         self.max_fragment_bytes = max_fragment_bytes
         self.video = _TrackState("video", f"video{suffix}")
         self.audio = _TrackState("audio", f"audio{suffix}")
@@ -123,6 +132,7 @@ class FlvReceiver:
             opened = time - frames[0].time
             if (
                 (packet.keyframe and opened >= self.target_ticks)
+                or (self.part_ticks and opened + frames[-1].duration > self.part_ticks)
                 or opened >= MAX_FRAGMENT
                 or state.size + len(data) > self.max_fragment_bytes
             ):
@@ -166,7 +176,10 @@ class FlvReceiver:
         state.size += len(packet.data)
         state.next_time = time + duration
         opened = state.next_time - state.frames[0].time
-        if self.video.track is None:
+        if self.part:
+            if opened + duration > self.part * track.timescale:
+                events += self._emit(state, len(state.frames))  # the next frame would not fit
+        elif self.video.track is None:
             threshold = max(self.target_ticks, AUDIO_ONLY * VIDEO_TIMESCALE)  # video ticks
             if opened * VIDEO_TIMESCALE >= threshold * track.timescale:
                 events += self._emit(state, len(state.frames))
@@ -182,8 +195,8 @@ class FlvReceiver:
         """End audio fragments where video fragments ended, once audio has reached that point."""
         state = self.audio
         events: list[Event] = []
-        if state.track is None:
-            return events
+        if state.track is None or self.part:
+            return events  # low-latency audio is cut into parts of its own
         scale = state.track.timescale
         while state.frames and self._cuts:
             cut = self._cuts[0] * scale // VIDEO_TIMESCALE

@@ -29,7 +29,7 @@ from ingest.errors import (
     Unauthorized,
 )
 from media.model import Fragment, Track
-from media.presentation import SegmentCutter, grouping_key
+from media.presentation import LL_SEGMENT, SegmentCutter, grouping_key
 from media.timeline import (
     FLAG_DISCONTINUITY,
     FLAG_KEYFRAME,
@@ -125,10 +125,26 @@ class PublishingPoint:
         self._declare_lock = asyncio.Lock()
         self._state_lock = asyncio.Lock()
         self._anchor_ms: int | None = None  # UTC at media time zero of the newest run
+        self._changed = asyncio.Event()  # set (and replaced) at every change of ``version``
 
     @property
     def options(self) -> PointOptions:
         return self.manifest.options
+
+    def touch(self) -> None:
+        """Something a manifest could show changed: a new ``version``, and the requests waiting
+        for one (LL-HLS blocking reload, parts and DASH segments at the live edge) wake up."""
+        self.version += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def changed(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the next change; False when none came."""
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     def _lock(self, track: str) -> asyncio.Lock:
         return self._locks.setdefault(track, asyncio.Lock())
@@ -176,7 +192,7 @@ class PublishingPoint:
                 if followed is not None:
                     self._timelines[name], changed = followed, True
         if changed:
-            self.version += 1
+            self.touch()
         return True
 
     async def fragment(self, track: str, decode_time: int) -> bytes:
@@ -203,7 +219,7 @@ class PublishingPoint:
                 log, "point.state", channel=str(self.pid), state=state.value, previous=self.state.state.value
             )
             self.state = record
-            self.version += 1
+            self.touch()
 
     def _check_live(self) -> None:
         if self.deleted:
@@ -248,7 +264,7 @@ class PublishingPoint:
                     stream=stream,
                 )
             if added:
-                self.version += 1
+                self.touch()
                 self.manifest = self.manifest.with_tracks(list(self.tracks.values()))
                 await self._points.write_manifest(self.pid, self.manifest)
             if header and self._ingest_headers.get(stream) != header:
@@ -302,7 +318,7 @@ class PublishingPoint:
             wallclock = await self._wallclock(fragment, track, timeline, flags)
             entry = await self._points.write_fragment(self.pid, fragment, wallclock, flags)
             timeline.add(entry)
-            self.version += 1
+            self.touch()
             stats.stored += 1
             stats.bytes += entry.size
             event(
@@ -409,7 +425,7 @@ class PublishingPoint:
             async with self._writes.writing():
                 await self._points.purge(self.pid, name, mark)
             self._timelines[name] = Timeline(kept, mark)
-            self.version += 1
+            self.touch()
         async with self._writes.writing():
             await self._points.delete_fragments(self.pid, name, gone)
         event(
@@ -578,7 +594,10 @@ class PointRegistry:
             if point.deleted:
                 continue
             options = point.options
-            groupings = list({options.hls_minimum_fragment_length, options.mpd_minimum_fragment_length, None})
+            outputs = (options.hls_minimum_fragment_length, options.mpd_minimum_fragment_length)
+            groupings = list({*outputs, None})
+            if options.low_latency:
+                groupings = list({*groupings, *(max(m, LL_SEGMENT) for m in outputs)})
             try:
                 removed += await point.purge(groupings)
             except Exception as exc:

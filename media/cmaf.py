@@ -35,6 +35,7 @@ from media.boxes import (
     MovieHeaderBox,
     NullMediaHeaderBox,
     OpusSpecificBox,
+    ProducerReferenceTimeBox,
     RawBox,
     SampleDescriptionBox,
     SampleTableBox,
@@ -460,6 +461,17 @@ def write_fragment(
     out += mdat
     out += payload
     return bytes(out)
+
+
+NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900 (NTP) to 1970 (Unix)
+
+
+def prft_box(utc_ms: int, media_time: int) -> bytes:
+    """A ``prft`` for track 1 (ISO/IEC 14496-12 §8.16.5): ``media_time`` was captured at
+    ``utc_ms``, written as a 64-bit NTP timestamp."""
+    seconds, millis = divmod(utc_ms, 1000)
+    ntp = ((seconds + NTP_EPOCH_OFFSET) << 32) | (millis << 32) // 1000
+    return bytes(ProducerReferenceTimeBox(1, ntp, media_time))
 
 
 def fragment_boxes(data: bytes) -> tuple[MovieFragmentBox, MediaDataBox]:

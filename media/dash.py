@@ -89,17 +89,37 @@ def _groups(p: Presentation, period: Period) -> list[list[TrackView]]:
     return list(groups.values())
 
 
+@dataclass(frozen=True, slots=True)
+class LowLatency:
+    """Low-latency DASH (ISO/IEC 23009-1 §5.3.9.5.3, Annex K; DASH-IF IOP low-latency modes):
+    segments are sent in chunks of ``chunk`` seconds while they are made, so each becomes
+    available ``availabilityTimeOffset`` before its end, not complete; the players' latency
+    target comes from ServiceDescription, and ProducerReferenceTime ties media time to the wall
+    clock as the ``prft`` box at the start of each segment does."""
+
+    chunk: Fraction
+
+    def target_ms(self) -> int:
+        """Latency the players aim at: four and a half chunks (three in the player's buffer, one
+        being made, half for the request), rounded up to milliseconds."""
+        return -(-int(self.chunk * 9000) // 2)
+
+
 def mpd(
     p: Presentation,
     stem: str,
     clock_url: str,
     query: str = "",
     protection: Callable[[Track], Protection | None] | None = None,
+    low_latency: LowLatency | None = None,
 ) -> str:
     """The MPD: dynamic while live, anchored at the epoch, a Period per encoder run starting at its
     UTC time; static once the stream has ended (the whole archive) or for a sub-clip in the past,
     its Periods back to back from zero. Segment URLs carry ``query`` (the playout control parameters);
-    ``protection`` gives the ContentProtection of each track that is encrypted."""
+    ``protection`` gives the ContentProtection of each track that is encrypted. ``low_latency``
+    (live only) expects ``p``'s windows to end with the segments in progress
+    (:func:`~media.presentation.with_edge`)."""
+    ll = low_latency if p.live else None
     root = ET.Element("MPD", xmlns=NS, profiles=PROFILES, minBufferTime=duration(2))
     longest = max((v.target_duration for v in p.views if v.window), default=2)
     periods = p.periods()
@@ -109,7 +129,20 @@ def mpd(
         root.set("publishTime", iso_utc(p.updated_ms))
         root.set("minimumUpdatePeriod", duration(Fraction(longest, 2)))
         root.set("timeShiftBufferDepth", duration(p.dvr_window))
-        root.set("suggestedPresentationDelay", duration(presentation_delay(p, longest)))
+        delay = Fraction(ll.target_ms(), 1000) if ll else presentation_delay(p, longest)
+        root.set("suggestedPresentationDelay", duration(delay))
+        if ll:
+            target = ll.target_ms()
+            service = ET.SubElement(root, "ServiceDescription", id="0")
+            ET.SubElement(
+                service,
+                "Latency",
+                referenceId="0",
+                target=str(target),
+                min=str(target * 2 // 3),
+                max=str(target * 2),
+            )
+            ET.SubElement(service, "PlaybackRate", min="0.96", max="1.04")
     else:
         root.set("type", "static")
         root.set("mediaPresentationDuration", duration(sum((q.end - q.start for q in periods), Fraction(0))))
@@ -128,7 +161,7 @@ def mpd(
             start = elapsed
             elapsed += period.end - period.start
         element = ET.SubElement(root, "Period", id=str(period.number), start=duration(start))
-        _adaptation_sets(element, p, period, init, media, protection or _clear)
+        _adaptation_sets(element, p, period, init, media, protection or _clear, ll, clock_url)
     ET.SubElement(root, "UTCTiming", schemeIdUri=UTC_SCHEME, value=clock_url)
     ET.indent(root, "  ")
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
@@ -178,6 +211,8 @@ def _adaptation_sets(
     init: str,
     media: str,
     protection: Callable[[Track], Protection | None],
+    ll: LowLatency | None = None,
+    clock_url: str = "",
 ) -> None:
     """The AdaptationSets of one Period: every track with segments in it, its timeline offset so
     that the Period's start is media time ``period.start`` on every track."""
@@ -233,4 +268,20 @@ def _adaptation_sets(
                 media=media,
                 presentationTimeOffset=str(int(period.start * track.timescale)),
             )
-            template.append(timeline(period.windows[track.name]))
+            segments = period.windows[track.name]
+            if ll:
+                # The newest segment is announced once its first chunk is out (§5.3.9.5.3).
+                offset = max(Fraction(0), Fraction(segments[-1].duration, track.timescale) - ll.chunk)
+                template.set("availabilityTimeOffset", f"{float(offset):.3f}")
+                template.set("availabilityTimeComplete", "false")
+                oldest = segments[0]
+                reference = ET.Element(
+                    "ProducerReferenceTime",
+                    id="0",
+                    type="encoder",
+                    wallClockTime=iso_utc(view.utc_ms(oldest)),
+                    presentationTime=str(oldest.time),
+                )
+                ET.SubElement(reference, "UTCTiming", schemeIdUri=UTC_SCHEME, value=clock_url)
+                representation.insert(len(representation) - 1, reference)
+            template.append(timeline(segments))

@@ -5,7 +5,7 @@ Time is always an integer in a named timescale (``Track.timescale`` ticks per se
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 from media.boxes import SAMPLE_NON_SYNC
@@ -65,18 +65,6 @@ class Sample:
 
 
 @dataclass(frozen=True, slots=True)
-class Chunk:
-    """A CMAF chunk inside a fragment (ISO/IEC 23000-19 §7.3.2.3): the unit LL-HLS parts and LL-DASH
-    chunked transfer deliver. Offsets are byte positions inside ``Fragment.data``."""
-
-    decode_time: int
-    duration: int
-    offset: int
-    size: int
-    independent: bool
-
-
-@dataclass(frozen=True, slots=True)
 class Fragment:
     """A CMAF fragment of one track: ``data`` is ``moof`` + ``mdat`` with ``tfdt`` and a complete
     ``trun``, track ID 1, ready to follow ``Track.header``."""
@@ -86,7 +74,6 @@ class Fragment:
     duration: int
     samples: tuple[Sample, ...]
     data: bytes
-    chunks: tuple[Chunk, ...] = field(default=())
 
     @property
     def keyframe(self) -> bool:

@@ -9,6 +9,7 @@ the origin, so a manifest never names something the origin cannot resolve.
 ``<stem>-<track>.mp4``         CMAF header (HLS fMP4 ``EXT-X-MAP``, DASH initialization)
 ``<stem>-<track>-<time>.ts``   HLS MPEG-TS segment starting at ``<time>``
 ``<stem>-<track>-<time>.m4s``  HLS fMP4 segment
+``<stem>-<track>-<time>.part.m4s`` LL-HLS part: the stored fragment starting at ``<time>``
 ``<stem>-<track>-<time>.dash`` DASH segment (``$Time$``)
 ``<stem>-<track>-<time>.vtt``  HLS WebVTT subtitle segment
 ``<stem>.mpd``                 DASH MPD
@@ -35,6 +36,7 @@ class Kind(Enum):
     INIT = "init"
     TS = "ts"
     M4S = "m4s"
+    PART = "part"
     DASH_SEGMENT = "dash"
     VTT = "vtt"
     MPD = "mpd"
@@ -62,6 +64,10 @@ _EXTENSIONS = {kind: ext for ext, kind in SEGMENT_EXTENSIONS.items()}
 
 def segment(stem: str, track: str, time: int, kind: Kind) -> str:
     return f"{stem}-{track}-{time}.{_EXTENSIONS[kind]}"
+
+
+def part(stem: str, track: str, time: int) -> str:
+    return f"{stem}-{track}-{time}.part.m4s"
 
 
 def dash_templates(stem: str) -> tuple[str, str]:
@@ -103,6 +109,9 @@ def parse(path: str, tracks: Iterable[str]) -> Resource | None:
     if "/" in path or "." not in path:
         return None
     base, ext = path.rsplit(".", 1)
+    if ext == "m4s" and base.endswith(".part"):
+        found = parse(base.removesuffix(".part") + ".m4s", tracks)
+        return None if found is None else Resource(Kind.PART, found.stem, found.track, found.time)
     ordered = sorted(tracks, key=len, reverse=True)
     if ext == "mpd":
         return Resource(Kind.MPD, base)

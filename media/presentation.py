@@ -164,8 +164,10 @@ class SegmentCutter:
             lo = max(lo, _first_ending_after(every, every[hi - 1].end - span, hi))
         count = len(self.closed)
         window = self.closed[lo : min(hi, count)] + ([every[count]] if hi > count else [])
+        # The segment in progress at the live edge, as its parts so far (LL-HLS, LL-DASH).
+        parts = tuple(self._group) if live and bounds.stop is None and len(every) == count else ()
         if not window:
-            return TrackView(track, [], frame_rate, longest)
+            return TrackView(track, [], frame_rate, longest, parts=parts, parts_number=self.base + count)
         # Average over the window from running totals; the peak over the whole archive, which
         # bounds every window's and stays put as the window slides (RFC 8216bis §4.4.6.2).
         first, last = window[0].number - self.base, min(hi, count)
@@ -181,7 +183,17 @@ class SegmentCutter:
         # The run's first stored segment: where a DASH Period for it starts, whatever the window.
         first = bisect.bisect_left(self.discontinuities, breaks, hi=min(lo, count))
         run_start = self.closed[first] if first < min(lo, count) else window[0]
-        return TrackView(track, window, frame_rate, longest, breaks, rates=rates, run_start=run_start)
+        return TrackView(
+            track,
+            window,
+            frame_rate,
+            longest,
+            breaks,
+            rates=rates,
+            run_start=run_start,
+            parts=parts,
+            parts_number=self.base + count,
+        )
 
 
 class _Segments(Sequence[Segment]):
@@ -221,6 +233,20 @@ def _first_ending_after(segments: Sequence[Segment], time: int, hi: int) -> int:
     while i > 0 and segments[i - 1].end > time:
         i -= 1
     return i
+
+
+# Low-latency points: audio and text, every part of which is independent, are grouped into segments
+# of at least this many seconds (video segments start at keyframes, a GOP each by default).
+LL_SEGMENT = Fraction(1)
+
+
+def track_minimum(minimum: Fraction | None, track: Track, low_latency: bool) -> Fraction | None:
+    """The minimum segment length ``track`` is cut with for an output asking ``minimum``: at least
+    :data:`LL_SEGMENT` for a low-latency point's tracks without keyframes, whose parts are the
+    stored fragments, so that a segment is not one part."""
+    if low_latency and minimum is not None and track.kind is not TrackKind.VIDEO:
+        return max(minimum, LL_SEGMENT)
+    return minimum
 
 
 def grouping_key(minimum: Fraction | None) -> str:
@@ -288,6 +314,25 @@ class TrackView:
     nominal_bitrate: int = 0  # measured once per track where the encoder declared none (Smooth URLs)
     rates: tuple[int, int] | None = None  # (peak, average) bits per second, as the cutter counted them
     run_start: Segment | None = None  # the first stored segment of the run holding window[0]
+    parts: tuple[TimelineEntry, ...] = ()  # live: the stored parts of the segment in progress
+    parts_number: int = 0  # the number that segment will have
+
+    def edge(self) -> tuple[int, int] | None:
+        """(media sequence number, part index) of the newest part: of the segment in progress,
+        else the last part of the last segment (LL-HLS EXT-X-RENDITION-REPORT LAST-MSN and
+        LAST-PART, RFC 8216bis §4.4.5.4). None when nothing is stored."""
+        if self.parts:
+            return self.parts_number, len(self.parts) - 1
+        if self.window:
+            return self.window[-1].number, len(self.window[-1].fragments) - 1
+        return None
+
+    @property
+    def next_part(self) -> int | None:
+        """Decode time where the next part will start (EXT-X-PRELOAD-HINT)."""
+        if self.parts:
+            return self.parts[-1].end
+        return self.window[-1].fragments[-1].end if self.window else None
 
     @property
     def target_duration(self) -> int:
@@ -466,6 +511,32 @@ class Presentation:
                 ends.append(Fraction(segments[-1].end, scale))
             periods.append(Period(breaks, max(begins.values()), anchor, windows, max(ends)))
         return periods
+
+
+def announced(view: TrackView) -> Segment | None:
+    """The segment in progress as low-latency DASH announces it with a SegmentTimeline (DASH-IF
+    low-latency modes: a segment is listed once its first chunk is out): its parts so far,
+    lasting as long as the segment before it, so a player can ask for it then
+    (``availabilityTimeOffset``) and read the rest as it comes. None without a stored part or a
+    segment to take the duration from, or after a break."""
+    if not view.parts or not view.window or view.parts[0].discontinuity:
+        return None
+    last = view.window[-1]
+    if view.parts[0].decode_time != last.end:
+        return None
+    size = sum(f.size for f in view.parts)
+    return Segment(view.parts_number, last.end, last.duration, view.parts, False, size)
+
+
+def with_edge(p: Presentation) -> Presentation:
+    """``p`` with each live track's segment in progress :func:`announced` at the end of its window."""
+    if not p.live:
+        return p
+    views = []
+    for view in p.views:
+        edge = announced(view)
+        views.append(replace(view, window=[*view.window, edge]) if edge is not None else view)
+    return replace(p, views=views)
 
 
 def _lasted(view: TrackView, first: Segment, segments: list[Segment]) -> Fraction:

@@ -27,6 +27,7 @@ from ingest.errors import (
     ShuttingDown,
 )
 from ingest.fmp4 import Event, Fmp4Receiver, FragmentReceived, StreamEnded, TracksDeclared
+from ingest.parts import PartCutter
 from ingest.points import PointRegistry, PublishingPoint
 from media.timeline import Verdict
 from origin.errors import error_body, status_for
@@ -143,33 +144,39 @@ class IngestEndpoint:
             receiver = Fmp4Receiver(stream, self.settings.max_box_size, known)
 
             declared: TracksDeclared | None = None
+            parts: dict[str, PartCutter] = {}  # low-latency points: the stream cut into parts
 
             async def apply(receiver: Fmp4Receiver, events: list[Event]) -> None:
-                nonlocal target, stored, duplicates, declared
-                for ev in events:
+                nonlocal target
+                for raw in events:
                     if target is None:
                         target = await self.registry.for_ingest(pid)
                         target.connections += 1
-                    if isinstance(ev, TracksDeclared):
-                        declared = ev
-                    restart = target.options.restart_on_encoder_reconnect and declared is not None
-                    restart = restart and target.connections == 1 and not stored and not duplicates
-                    try:
-                        verdict = await self._apply(target, receiver, stream, ev)
-                    except BackwardsTimestamp:
-                        if not restart:
-                            raise
-                        verdict = Verdict.BACKWARDS
-                    if restart and verdict is not None and verdict is not Verdict.NEW and declared:
-                        # An encoder that starts over (its first fragment is not new): with
-                        # restart_on_encoder_reconnect the point starts again, as on RTMP.
-                        target.connections -= 1
-                        target = await self.registry.restart(target)
-                        target.connections += 1
-                        await target.declare(stream, declared.tracks, declared.header)
-                        verdict = await self._apply(target, receiver, stream, ev)
-                    stored += verdict is Verdict.NEW
-                    duplicates += verdict is Verdict.DUPLICATE
+                    for ev in _parts(target, receiver, parts, raw):
+                        await apply_one(receiver, target, ev)
+
+            async def apply_one(receiver: Fmp4Receiver, point: PublishingPoint, ev: Event) -> None:
+                nonlocal target, stored, duplicates, declared
+                if isinstance(ev, TracksDeclared):
+                    declared = ev
+                restart = point.options.restart_on_encoder_reconnect and declared is not None
+                restart = restart and point.connections == 1 and not stored and not duplicates
+                try:
+                    verdict = await self._apply(point, receiver, stream, ev)
+                except BackwardsTimestamp:
+                    if not restart:
+                        raise
+                    verdict = Verdict.BACKWARDS
+                if restart and verdict is not None and verdict is not Verdict.NEW and declared:
+                    # An encoder that starts over (its first fragment is not new): with
+                    # restart_on_encoder_reconnect the point starts again, as on RTMP.
+                    point.connections -= 1
+                    target = point = await self.registry.restart(point)
+                    point.connections += 1
+                    await point.declare(stream, declared.tracks, declared.header)
+                    verdict = await self._apply(point, receiver, stream, ev)
+                stored += verdict is Verdict.NEW
+                duplicates += verdict is Verdict.DUPLICATE
 
             event(log, "ingest.started", channel=str(pid), stream=stream, peer=peer)
             total = 0
@@ -190,6 +197,9 @@ class IngestEndpoint:
                 await apply(receiver, receiver.feed(chunk) if chunk else [])
                 if not more:
                     await apply(receiver, receiver.close())
+                    if target is not None:
+                        for ev in _flush(parts):  # the body ended: its last part is whole
+                            await apply_one(receiver, target, ev)
             event(
                 log,
                 "ingest.finished",
@@ -270,3 +280,27 @@ class IngestEndpoint:
             **fields,
         )
         return status, body
+
+
+def _parts(
+    point: PublishingPoint, receiver: Fmp4Receiver, parts: dict[str, PartCutter], ev: Event
+) -> list[Event]:
+    """``ev`` as a low-latency point stores it: fragments re-cut into parts of its part target
+    (:mod:`ingest.parts`), the held ones flushed when the stream ends. Other points store the
+    encoder's fragments as sent."""
+    options = point.options
+    if not options.low_latency:
+        return [ev]
+    if isinstance(ev, FragmentReceived):
+        cutter = parts.get(ev.fragment.track)
+        if cutter is None:
+            track = next(t for t in receiver.tracks if t.name == ev.fragment.track)
+            cutter = parts[track.name] = PartCutter(track, options.part_duration)
+        return [FragmentReceived(f) for f in cutter.push(ev.fragment)]
+    if isinstance(ev, StreamEnded):
+        return [*_flush(parts), ev]
+    return [ev]
+
+
+def _flush(parts: dict[str, PartCutter]) -> list[Event]:
+    return [FragmentReceived(f) for cutter in parts.values() for f in cutter.flush()]

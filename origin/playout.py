@@ -12,6 +12,7 @@ status codes of PROTOCOLS.md's egress table.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import logging
@@ -32,7 +33,7 @@ from ingest.errors import PointNotFound, Unauthorized
 from ingest.points import PointRegistry, PublishingPoint
 from media import dash, hls, names, smooth, webvtt
 from media.cenc import protect_fragment
-from media.cmaf import read_fragment
+from media.cmaf import prft_box, read_fragment
 from media.hls import HlsKey
 from media.keyplan import KeyPlan
 from media.model import Track, TrackKind
@@ -47,11 +48,14 @@ from media.presentation import (
     TrackView,
     frame_rate,
     present,
+    track_minimum,
+    with_edge,
 )
 from media.protection import Scheme
 from media.timeline import Timeline, TimelineEntry
 from media.timerange import SEGMENT_PARAMETERS, Control, iso_utc, parse_control
 from origin import protect
+from origin.edge import EdgeStream
 from origin.errors import error_body, error_code, status_for
 from origin.export import ClipStream, plan_clip
 from origin.key_tokens import token_valid
@@ -75,8 +79,9 @@ ERROR_CACHE = "public, max-age=1"
 PRESENTATIONS_KEPT = 256  # newest per (point, grouping, window)
 CUTTERS_KEPT = 1024
 FRONT_ENTRIES = 4096
+PART_WAIT = 3  # part targets a request for the hinted part is held before it gets 404
 CONDITIONAL_HEADERS = frozenset({b"if-none-match", b"if-modified-since", b"range"})
-IMMUTABLE_KINDS = frozenset({Kind.INIT, Kind.TS, Kind.M4S, Kind.DASH_SEGMENT, Kind.VTT})
+IMMUTABLE_KINDS = frozenset({Kind.INIT, Kind.TS, Kind.M4S, Kind.DASH_SEGMENT, Kind.VTT, Kind.PART})
 MANIFEST_KINDS = frozenset({Kind.HLS_MASTER, Kind.HLS_MEDIA, Kind.MPD, Kind.SMOOTH_MANIFEST})
 
 log = logging.getLogger("headwater.playout")
@@ -198,7 +203,7 @@ class PlayoutEndpoint:
         # Presentations by (generation, minimum, control), with the version they were built at:
         # segment requests between two fragments share one, instead of cutting again.
         self._presentations: OrderedDict[
-            tuple[int, Fraction | None, Control, int], tuple[int, Presentation]
+            tuple[int, Fraction | None, Control, int, bool], tuple[int, Presentation]
         ] = OrderedDict()
         self._cutters: OrderedDict[tuple[int, str, Fraction | None], SegmentCutter] = OrderedDict()
 
@@ -220,7 +225,7 @@ class PlayoutEndpoint:
                     await self._preflight(scope, send)
                     return
                 answer = await self._answer(scope, match["point"], match["rest"])
-                if isinstance(answer, ClipStream):
+                if isinstance(answer, (ClipStream, EdgeStream)):
                     await answer.send(send, list(self._cors_headers), head=scope["method"] == "HEAD")
                 else:
                     await self._send(scope, send, answer)
@@ -229,7 +234,7 @@ class PlayoutEndpoint:
 
     # -- resolving ----------------------------------------------------------------------------
 
-    async def _answer(self, scope: Scope, point: str, rest: str) -> Answer | ClipStream:
+    async def _answer(self, scope: Scope, point: str, rest: str) -> Answer | ClipStream | EdgeStream:
         try:
             location, _, below = point.partition("/")
             if not below or location not in self.locations:
@@ -250,6 +255,14 @@ class PlayoutEndpoint:
                 minimum = options.hls_minimum_fragment_length  # segments start on keyframes
                 p = await self._presentation(found, options, minimum, parse_control(query))
                 return await plan_clip(found, p, self.settings.max_clip_duration)
+            if resource.kind is Kind.HLS_MEDIA and ("_HLS_msn" in query or "_HLS_part" in query):
+                await self._block(found, options, resource, query)
+            elif resource.kind is Kind.PART:
+                await self._await_part(found, options, resource)
+            elif resource.kind is Kind.DASH_SEGMENT and options.low_latency:
+                edge = await self._edge(found, options, plan, resource, parse_control(query))
+                if edge is not None:
+                    return edge
             return await self._resolve(scope, found, resource, query, options, plan, location)
         except PlayoutError as exc:
             return self._error({"status": exc.status, "error": error_code(exc.status), "message": str(exc)})
@@ -333,6 +346,7 @@ class PlayoutEndpoint:
             or _flag(query, "hls_fmp4")
             or not all(can_carry(t) for t in point.tracks.values())
             or (plan is not None and plan.scheme is Scheme.CENC)
+            or options.low_latency  # LL-HLS parts are CMAF
         )
         control = parse_control(query)
         immutable = resource.kind in IMMUTABLE_KINDS
@@ -353,6 +367,7 @@ class PlayoutEndpoint:
                 fmp4,
                 control,
                 token,
+                _flag(query, "_HLS_skip") or query.get("_HLS_skip") == ["v2"],
                 _origin(scope),
             )
         )
@@ -373,8 +388,8 @@ class PlayoutEndpoint:
     ) -> bool:
         """Whether the presentation asked for still lists this segment (it may have left the
         window)."""
-        if resource.kind is Kind.INIT:
-            return True
+        if resource.kind in (Kind.INIT, Kind.PART):
+            return True  # a part is served while it is stored
         minimum = (
             options.mpd_minimum_fragment_length
             if resource.kind is Kind.DASH_SEGMENT
@@ -429,7 +444,9 @@ class PlayoutEndpoint:
             protection = None
             if plan is not None and scheme is not Scheme.NONE:
                 protection = partial(protect.dash_protection, plan, scheme)
-            body = dash.mpd(p, resource.stem, clock, carried, protection)
+            low_latency = dash.LowLatency(options.part_duration) if options.low_latency else None
+            shown = with_edge(p) if low_latency else p
+            body = dash.mpd(shown, resource.stem, clock, carried, protection, low_latency)
             return Answer.ok(body.encode(), "application/dash+xml", manifest_cache, p.updated_ms)
         if kind is Kind.SMOOTH_MANIFEST:
             tracks = sorted(point.tracks.values(), key=lambda t: t.kind is not TrackKind.VIDEO)
@@ -439,11 +456,9 @@ class PlayoutEndpoint:
         if kind is Kind.SMOOTH_FRAGMENT:
             return await self._smooth_fragment(point, p, resource, plan, scheme)
         view = p.view(resource.track)
-        if view is None or not view.window:
+        if view is None or not (view.window or (view.parts and kind in (Kind.HLS_MEDIA, Kind.PART))):
             raise PlayoutError(404, f"track {resource.track!r} has nothing to play here")
-        content_type = {TrackKind.VIDEO: "video/mp4", TrackKind.AUDIO: "audio/mp4"}.get(
-            view.track.kind, "application/mp4"
-        )
+        content_type = _content_type(view.track)
         if (kind is Kind.VTT) != (view.track.codec == "wvtt") and kind in (Kind.VTT, Kind.TS):
             raise PlayoutError(404, f"track {resource.track!r} has no {kind.value} segments")
         encrypted = plan is not None and scheme is not Scheme.NONE and protect.protects(view.track)
@@ -459,6 +474,7 @@ class PlayoutEndpoint:
                 query=carried,
                 keys=keys,
                 clear_map=scheme is Scheme.AES_128,
+                low_latency=self._low_latency(p, view, resource.stem, options, scheme, query),
             )
             return Answer.ok(body.encode(), "application/vnd.apple.mpegurl", manifest_cache, p.updated_ms)
         if kind is Kind.INIT:
@@ -466,6 +482,8 @@ class PlayoutEndpoint:
             if plan is not None and encrypted and scheme in (Scheme.CENC, Scheme.CBCS):
                 header = protect.protect_init(plan, scheme, view.track)
             return Answer.ok(header, content_type, "public, max-age=86400", 0)
+        if kind is Kind.PART:
+            return await self._part(point, view, resource, options, plan, scheme, encrypted, content_type)
         status, segment = view.find(resource.time)
         if segment is None:
             raise PlayoutError(
@@ -507,9 +525,179 @@ class PlayoutEndpoint:
                 for data, entry in zip(fragments, segment.fragments, strict=True)
             ]
         media = b"".join(fragments)
+        if kind is Kind.DASH_SEGMENT and options.low_latency:
+            media = producer_reference(segment.fragments[0], view.track.timescale) + media
         if key is not None and scheme is Scheme.AES_128:
             media = protect.aes128_segment(media, key, segment.number)
         return Answer.ok(media, content_type, IMMUTABLE, modified)
+
+    @staticmethod
+    def _low_latency(
+        p: Presentation,
+        view: TrackView,
+        stem: str,
+        options: PointOptions,
+        scheme: Scheme,
+        query: dict[str, list[str]],
+    ) -> hls.LowLatency | None:
+        """The LL-HLS side of a media playlist of a low-latency point: none under AES-128, which
+        encrypts whole segments (parts cannot be decrypted alone)."""
+        if not options.low_latency or scheme is Scheme.AES_128:
+            return None
+        reports = tuple(
+            (names.media_playlist(stem, v.track.name), *edge)
+            for v in p.views
+            if v is not view and v.track.kind in (TrackKind.VIDEO, TrackKind.AUDIO) and (edge := v.edge())
+        )
+        skip = _flag(query, "_HLS_skip") or query.get("_HLS_skip") == ["v2"]
+        return hls.LowLatency(options.part_duration, skip, reports)
+
+    async def _block(
+        self, point: PublishingPoint, options: PointOptions, resource: Resource, query: dict[str, list[str]]
+    ) -> None:
+        """LL-HLS blocking playlist reload (RFC 8216bis §6.2.5.2): hold the request until the
+        playlist holds segment ``_HLS_msn`` (with ``_HLS_part``: that part of it, or anything
+        later), woken by each fragment stored, not by polling. 400 for ``_HLS_part`` alone, for
+        values that are not numbers, and for a segment more than two beyond the newest; 503 when
+        still blocked after three target durations. Ignored for a playlist with EXT-X-ENDLIST and
+        for points that are not low-latency (their playlists offer no blocking)."""
+        msn_text, part_text = query.get("_HLS_msn"), query.get("_HLS_part")
+        if part_text is not None and msn_text is None:
+            raise PlayoutError(400, "_HLS_part needs _HLS_msn")
+        try:
+            msn = int(msn_text[-1]) if msn_text else 0
+            part = int(part_text[-1]) if part_text else None
+        except ValueError:
+            raise PlayoutError(400, "_HLS_msn and _HLS_part must be whole numbers") from None
+        if msn < 0 or (part is not None and part < 0):
+            raise PlayoutError(400, "_HLS_msn and _HLS_part must not be negative")
+        if not options.low_latency:
+            return
+        control = parse_control(query)
+        deadline: float | None = None
+        while True:
+            p = await self._presentation(point, options, options.hls_minimum_fragment_length, control)
+            view = p.view(resource.track)
+            if not p.live or view is None:
+                return
+            edge = view.edge()
+            if msn > (edge[0] if edge else 0) + 2:
+                raise PlayoutError(
+                    400, f"_HLS_msn={msn} is more than two segments beyond the newest ({edge and edge[0]})"
+                )
+            if edge is not None and _reached(view, edge, msn, part):
+                return
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + 3 * max(view.target_duration, 1)
+            if now >= deadline:
+                raise PlayoutError(
+                    503,
+                    f"segment {msn} part {part} of {resource.track!r} did not come in three target durations",
+                )
+            await point.changed(deadline - now)
+
+    async def _await_part(self, point: PublishingPoint, options: PointOptions, resource: Resource) -> None:
+        """Hold a request for the part a playlist hints (EXT-X-PRELOAD-HINT, RFC 8216bis §4.4.5.3)
+        until it is stored: the part starting where the track's newest fragment ends. Gives up
+        once a later fragment shows it will not come, or after :data:`PART_WAIT` part targets."""
+        if not options.low_latency or resource.track not in point.tracks:
+            return
+        timeline = await point.timeline(resource.track)
+        if timeline.end != resource.time or point.state.state is PointState.STOPPED:
+            return
+        deadline = time.monotonic() + float(PART_WAIT * options.part_duration)
+        while (await point.timeline(resource.track)).end <= resource.time:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not await point.changed(remaining):
+                return
+
+    async def _edge(
+        self,
+        point: PublishingPoint,
+        options: PointOptions,
+        plan: KeyPlan | None,
+        resource: Resource,
+        control: Control,
+    ) -> EdgeStream | None:
+        """The DASH segment in progress, when asked for (held a moment when it is about to
+        start): sent as its parts arrive (:mod:`origin.edge`). None for any other segment."""
+        scheme = protect.carried(plan, Output.DASH)
+        protect.check_tracks(scheme, point.tracks.values())
+        await self._await_part(point, options, resource)
+        minimum = options.mpd_minimum_fragment_length
+
+        async def view() -> TrackView | None:
+            return (await self._presentation(point, options, minimum, control)).view(resource.track)
+
+        current = await view()
+        if current is None or not current.parts or current.parts[0].decode_time != resource.time:
+            return None
+        track = current.track
+        first = current.parts[0]
+        key = None
+        if plan is not None and scheme in (Scheme.CENC, Scheme.CBCS) and protect.protects(track):
+            key = plan.key_for(track, first.utc_ms(first.decode_time, track.timescale))
+        default = plan.default_key(track).kid if plan is not None and key is not None else b""
+
+        def chunk(entry: TimelineEntry, data: bytes) -> bytes:
+            if key is None:
+                return data
+            return protect_fragment(
+                data, track, scheme, key, default_kid=default, iv_seed=_iv_seed(point, entry)
+            )
+
+        longest = max(current.target_duration, 1)
+        return EdgeStream(
+            point,
+            track.name,
+            resource.time,
+            view,
+            chunk,
+            producer_reference(first, track.timescale),
+            _content_type(track),
+            f"public, max-age={longest}",
+            3 * longest,
+        )
+
+    async def _part(
+        self,
+        point: PublishingPoint,
+        view: TrackView,
+        resource: Resource,
+        options: PointOptions,
+        plan: KeyPlan | None,
+        scheme: Scheme,
+        encrypted: bool,
+        content_type: str,
+    ) -> Answer:
+        """An LL-HLS part: one stored fragment of a segment of the window or of the segment in
+        progress, encrypted as its segment is (same key, same IVs)."""
+        if not options.low_latency or scheme is Scheme.AES_128:
+            raise PlayoutError(404, f"publishing point {str(point.pid)!r} offers no parts")
+        time_ = resource.time
+        containing = view.parts[:1] if view.parts and view.parts[0].decode_time <= time_ else ()
+        segment_start: TimelineEntry | None = containing[0] if containing else None
+        entries = view.parts
+        if segment_start is None:
+            index = bisect.bisect_right(view.window, time_, key=_segment_time) - 1
+            segment = view.window[index] if index >= 0 and time_ < view.window[index].end else None
+            if segment is None:
+                raise PlayoutError(404, f"part {time_} of {resource.track!r} is not in the window")
+            segment_start, entries = segment.fragments[0], segment.fragments
+        entry = next((e for e in entries if e.decode_time == time_), None)
+        if entry is None:
+            raise PlayoutError(404, f"no part of {resource.track!r} starts at {time_}")
+        data = await point.fragment(view.track.name, time_)
+        if plan is not None and encrypted and scheme in (Scheme.CENC, Scheme.CBCS):
+            key = plan.key_for(
+                view.track, segment_start.utc_ms(segment_start.decode_time, view.track.timescale)
+            )
+            default = plan.default_key(view.track).kid
+            data = protect_fragment(
+                data, view.track, scheme, key, default_kid=default, iv_seed=_iv_seed(point, entry)
+            )
+        return Answer.ok(data, content_type, IMMUTABLE, entry.wallclock_ms)
 
     @staticmethod
     def _hls_keys(
@@ -570,7 +758,7 @@ class PlayoutEndpoint:
     ) -> Presentation:
         """The newest presentation of ``point`` for this grouping and control (``minimum`` None:
         one segment per stored fragment, as Smooth needs), rebuilt only when the point changed."""
-        key = (point.generation, minimum, control, options.dvr_window_length)
+        key = (point.generation, minimum, control, options.dvr_window_length, options.low_latency)
         found = self._presentations.get(key)
         if found is None or found[0] != point.version:
             found = (point.version, await self._build_presentation(point, options, minimum, control))
@@ -592,7 +780,7 @@ class PlayoutEndpoint:
                 if track.kind is TrackKind.VIDEO and timeline.entries
                 else None
             )
-            cutter = self._cutter(point, track, minimum)
+            cutter = self._cutter(point, track, track_minimum(minimum, track, options.low_latency))
             cutter.update(timeline)
             sources.append(Source(track, cutter, rate, self._nominal_bitrate(point, track, timeline)))
         return present(
@@ -682,6 +870,34 @@ class PlayoutEndpoint:
             headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+
+def _content_type(track: Track) -> str:
+    return {TrackKind.VIDEO: "video/mp4", TrackKind.AUDIO: "audio/mp4"}.get(track.kind, "application/mp4")
+
+
+def producer_reference(entry: TimelineEntry, timescale: int) -> bytes:
+    """The ``prft`` opening a low-latency DASH segment (ISO/IEC 14496-12 §8.16.5): the wall-clock
+    time of its first sample, as the MPD's ProducerReferenceTime gives it."""
+    return prft_box(entry.utc_ms(entry.decode_time, timescale), entry.decode_time)
+
+
+def _reached(view: TrackView, edge: tuple[int, int], msn: int, part: int | None) -> bool:
+    """Whether a playlist whose newest part is ``edge`` answers a blocking request for segment
+    ``msn`` (part ``part``). A part index beyond a complete segment's last one asks for the next
+    segment's first part (RFC 8216bis §6.2.5.2)."""
+    complete = view.window[-1].number if view.window else -1
+    if part is None:
+        return complete >= msn
+    if msn <= complete and view.window:
+        segment = view.window[max(0, msn - view.window[0].number)]
+        if part >= len(segment.fragments):
+            msn, part = msn + 1, 0
+    return (msn, part) <= edge
+
+
+def _segment_time(segment: Segment) -> int:
+    return segment.time
 
 
 def _not_modified(request: dict[bytes, bytes], answer: Answer) -> bool:

@@ -51,6 +51,20 @@ def _duration(option: str, text: str) -> Fraction:
     return value
 
 
+# Parts below 0.2 s strain players (RFC 8216bis §4.4.4.9 advice); above 2 s there is no low latency.
+PART_DURATIONS = (Fraction(1, 5), Fraction(2))
+
+
+def _part_duration(option: str, text: str) -> Fraction:
+    value = _duration(option, text)
+    low, high = PART_DURATIONS
+    if not low <= value <= high:
+        raise InvalidOption(
+            option, f"must be between {float(low):g} and {float(high):g} seconds, got {text!r}"
+        )
+    return value
+
+
 def _token(option: str, text: str) -> str:
     value = text.strip()
     if len(value) > 256 or any(not c.isprintable() or c.isspace() or c in "?&=/" for c in value):
@@ -132,6 +146,8 @@ class PointOptions:
     mpd_minimum_fragment_length: Fraction = Fraction(0)
     iss_minimum_fragment_length: Fraction = Fraction(0)
     hls_fmp4: bool = False  # HLS with fMP4 (CMAF) segments instead of MPEG-TS
+    low_latency: bool = False  # LL-HLS parts and blocking reload, LL-DASH chunked delivery
+    part_duration: Fraction = Fraction(34, 100)  # seconds per part (LL-HLS PART-TARGET, DASH chunk)
     publish_token: str = field(default="", repr=False)  # encoders must give this token; redacted by the API
     redundant_encoders: bool = False  # several encoders may publish the same stream at once
     encryption: str = "none"  # none | aes-128 | sample-aes | cenc | cbcs
@@ -210,6 +226,8 @@ OPTION_PARSERS: dict[str, Any] = {
     "mpd_minimum_fragment_length": _duration,
     "iss_minimum_fragment_length": _duration,
     "hls_fmp4": _bool,
+    "low_latency": _bool,
+    "part_duration": _part_duration,
     "publish_token": _token,
     "redundant_encoders": _bool,
     "encryption": _scheme,

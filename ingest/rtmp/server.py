@@ -275,8 +275,12 @@ class RtmpServer:
                 point = await self.registry.restart(point)
             own = {f"video{stream.suffix}", f"audio{stream.suffix}"}
             clock = await _point_clock(point, own)
+            options = point.options
             receiver = FlvReceiver(
-                stream.suffix, fragment_target(point), max_fragment_bytes=self.ingest.max_box_size
+                stream.suffix,
+                fragment_target(point),
+                max_fragment_bytes=self.ingest.max_box_size,
+                part=options.part_duration if options.low_latency else None,
             )
             resumed = {name for name in own if name in point.tracks}
             publish = Publish(

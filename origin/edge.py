@@ -1,0 +1,65 @@
+"""The DASH segment at the live edge of a low-latency point, sent with chunked transfer encoding as
+its CMAF chunks (the stored parts) arrive (ISO/IEC 23009-1 Annex K, DASH-IF IOP low-latency
+modes): what is stored at once, then each part as ingest stores it, until the segment is complete.
+Waiting is on the point's change notification, never a poll.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from ingest.points import PublishingPoint
+from media.presentation import TrackView
+from media.timeline import TimelineEntry
+from origin.export import Send
+
+
+@dataclass
+class EdgeStream:
+    """One request for the segment in progress starting at ``time`` of ``track``. ``view`` gives
+    the track's newest view; ``chunk`` turns a stored fragment into what is sent (encryption);
+    ``head`` opens the body (the segment's ``prft``); ``patience``: seconds without a new part
+    after which the segment is ended where it is (the encoder went away)."""
+
+    point: PublishingPoint
+    track: str
+    time: int
+    view: Callable[[], Awaitable[TrackView | None]]
+    chunk: Callable[[TimelineEntry, bytes], bytes]
+    head: bytes
+    content_type: str
+    cache_control: str
+    patience: float
+
+    async def send(self, send: Send, headers: list[tuple[bytes, bytes]], *, head: bool) -> None:
+        start = [
+            (b"content-type", self.content_type.encode()),
+            (b"cache-control", self.cache_control.encode()),
+            *headers,
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": start})
+        if head:
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await send({"type": "http.response.body", "body": self.head, "more_body": True})
+        sent = 0
+        while True:
+            entries, complete = await self._entries()
+            for entry in entries[sent:]:
+                data = await self.point.fragment(self.track, entry.decode_time)
+                await send({"type": "http.response.body", "body": self.chunk(entry, data), "more_body": True})
+            sent = max(sent, len(entries))
+            if complete or not await self.point.changed(self.patience):
+                break
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _entries(self) -> tuple[tuple[TimelineEntry, ...], bool]:
+        """The segment's stored parts, and whether it is complete (closed, or gone from view)."""
+        view = await self.view()
+        if view is None:
+            return (), True
+        if view.parts and view.parts[0].decode_time == self.time:
+            return view.parts, False
+        _, segment = view.find(self.time)
+        return (segment.fragments if segment is not None else ()), True
