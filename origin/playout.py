@@ -433,7 +433,7 @@ class PlayoutEndpoint:
         carried = Control.query(query, SEGMENT_PARAMETERS)  # so segments resolve in this presentation
         if kind is Kind.HLS_MASTER:
             # The variants keep what the client asked of the master.
-            params = ["hls_fmp4=true"] if fmp4 and not options.hls_fmp4 else []
+            params = ["hls_fmp4=true"] if fmp4 and not (options.hls_fmp4 or options.low_latency) else []
             params += filter(None, [Control.query(query)])
             if token := _query_token(query):
                 params.append(f"token={token}")
