@@ -130,6 +130,13 @@ class FlvReceiver:
             _spread_ties(frames, time)
             frames[-1].duration = time - frames[-1].time
             opened = time - frames[0].time
+            if self.part_ticks and opened > self.part_ticks and len(frames) > 1:
+                # The last frame ran longer than the one before (a dropped frame, jitter): it
+                # begins the next part, so that this one keeps within the target.
+                events += self._emit(state, len(frames) - 1)
+                self._cuts.append(frames[-1].time)
+                frames = state.frames
+                opened = time - frames[0].time
             if (
                 (packet.keyframe and opened >= self.target_ticks)
                 or (self.part_ticks and opened + frames[-1].duration > self.part_ticks)

@@ -138,8 +138,12 @@ class PublishingPoint:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def changed(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for the next change; False when none came."""
+    async def changed(self, since: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a change after ``version`` ``since`` (at once when
+        one came already, so a change between reading the point and waiting is not missed);
+        False when none came."""
+        if self.version != since or self.deleted:
+            return True
         try:
             await asyncio.wait_for(self._changed.wait(), timeout)
         except TimeoutError:
@@ -661,6 +665,7 @@ class PointRegistry:
         archive are deleted, its options kept. Answers cached for the old incarnation stay apart,
         since the new one has a new generation."""
         point.deleted = True
+        point.touch()  # requests waiting on the old incarnation wake up and find it gone
         async with self._lock, self.writes.writing():
             await self.store.delete_media(point.pid)
             fresh = PublishingPoint(
@@ -687,6 +692,7 @@ class PointRegistry:
                 "stop the encoder first"
             )
         point.deleted = True  # from here on, a request that finds this object refuses to write
+        point.touch()  # and requests waiting on it wake up
         async with self._lock, self.writes.writing():
             await self.store.delete(pid)
             self._points.pop(pid, None)

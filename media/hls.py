@@ -173,7 +173,8 @@ def media(
     track = view.track
     if track.kind is TrackKind.TEXT:
         fmp4 = track.codec == "stpp"  # IMSC1 is carried in fMP4, WebVTT as text segments
-    ll = low_latency if p.live and fmp4 else None
+    # Text cues last as long as they last: no parts of a part target for them.
+    ll = low_latency if p.live and fmp4 and track.kind is not TrackKind.TEXT else None
     window = view.window
     first = window[0] if window else None
     target = view.target_duration
@@ -233,6 +234,11 @@ def media(
             lines.append(
                 f"#EXT-X-PROGRAM-DATE-TIME:{iso_utc(view.parts[0].utc_ms(view.parts[0].decode_time, scale))}"
             )
+        if keys is not None and view.parts:
+            # The segment in progress may begin a new key period: its parts are under its key.
+            progress = Segment(view.parts_number, view.parts[0].decode_time, 0, view.parts, False)
+            if (wanted := keys(progress)) != current:
+                lines += [k.tag() for k in wanted]
         lines += [_part(stem, track.name, f, scale, suffix) for f in view.parts]
         hint = view.next_part
         if hint is not None:

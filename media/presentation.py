@@ -52,10 +52,13 @@ class SegmentCutter:
     again from the new first fragment gives the same segments, numbered on from the purge mark.
     """
 
-    def __init__(self, timescale: int, minimum: Fraction, *, every_fragment: bool = False) -> None:
+    def __init__(
+        self, timescale: int, minimum: Fraction, *, every_fragment: bool = False, parts: bool = False
+    ) -> None:
         self.timescale = timescale
         self.floor = int(minimum * timescale)
         self.every_fragment = every_fragment
+        self.parts = parts  # fragments are low-latency parts: a live group ends when the next begins
         self.key = grouping_key(None if every_fragment else minimum)
         self._reset(PurgeMark())
 
@@ -117,11 +120,14 @@ class SegmentCutter:
         """Whether the open group may be published: nothing more can join it (the stream ended,
         each fragment is a segment), or every fragment so far began with a keyframe (a fragment is
         a GOP) and it is long enough. Otherwise a later fragment could still extend it, and a
-        published segment must never change."""
+        published segment must never change. Parts (low latency) are never known to be the last of
+        their segment while the stream goes on: their group is the segment in progress."""
         if not self._group:
             return False
         duration = self._group[-1].end - self._group[0].decode_time
-        return not live or self.every_fragment or (self._all_keyframes and duration >= self.floor)
+        if not live or self.every_fragment:
+            return True
+        return not self.parts and self._all_keyframes and duration >= self.floor
 
     def starts(self) -> dict[int, tuple[int, int]]:
         """Where segments start (the open group's included): time → (segment number,
@@ -641,7 +647,11 @@ def present(
     if live and window is not None:
         # What the views list: the window, or three target durations where that is longer.
         shown = max([shown, *(3 * v.target_duration for v in views if v.window)])
-    updated = max((v.window[-1].fragments[-1].wallclock_ms for v in views if v.window), default=0)
+    updated = max(
+        [v.window[-1].fragments[-1].wallclock_ms for v in views if v.window]
+        + [v.parts[-1].wallclock_ms for v in views if v.parts],
+        default=0,
+    )
     shift = control.time_shift if live and not control.clip else 0
     return Presentation(point, live, views, shown, updated, start_over, begin, finish, shift)
 

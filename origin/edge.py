@@ -1,26 +1,33 @@
 """The DASH segment at the live edge of a low-latency point, sent with chunked transfer encoding as
 its CMAF chunks (the stored parts) arrive (ISO/IEC 23009-1 Annex K, DASH-IF IOP low-latency
 modes): what is stored at once, then each part as ingest stores it, until the segment is complete.
-Waiting is on the point's change notification, never a poll.
+Waiting is on the point's change notification, never a poll. The answer may be cached for a
+moment only (``max-age=1``): should its encoder go away, it ends short of a whole segment, and the
+complete segment is served by the ordinary path afterwards.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from conf.logs import event
 from ingest.points import PublishingPoint
 from media.presentation import TrackView
 from media.timeline import TimelineEntry
 from origin.export import Send
+
+log = logging.getLogger("headwater.playout")
 
 
 @dataclass
 class EdgeStream:
     """One request for the segment in progress starting at ``time`` of ``track``. ``view`` gives
     the track's newest view; ``chunk`` turns a stored fragment into what is sent (encryption);
-    ``head`` opens the body (the segment's ``prft``); ``patience``: seconds without a new part
-    after which the segment is ended where it is (the encoder went away)."""
+    ``head`` opens the body (the segment's ``prft``); ``patience``: seconds without a new part of
+    this track after which the segment is ended where it is (its encoder went away)."""
 
     point: PublishingPoint
     track: str
@@ -44,20 +51,36 @@ class EdgeStream:
             return
         await send({"type": "http.response.body", "body": self.head, "more_body": True})
         sent = 0
+        progress = time.monotonic()  # when this track last gave a part
         while True:
+            seen = self.point.version
             entries, complete = await self._entries()
             for entry in entries[sent:]:
                 data = await self.point.fragment(self.track, entry.decode_time)
                 await send({"type": "http.response.body", "body": self.chunk(entry, data), "more_body": True})
-            sent = max(sent, len(entries))
-            if complete or not await self.point.changed(self.patience):
+            if len(entries) > sent:
+                sent, progress = len(entries), time.monotonic()
+            if complete:
                 break
+            remaining = progress + self.patience - time.monotonic()
+            if remaining <= 0:
+                event(
+                    log,
+                    "playout.edge_abandoned",
+                    logging.WARNING,
+                    channel=str(self.point.pid),
+                    track=self.track,
+                    time=self.time,
+                    parts=sent,
+                )
+                break
+            await self.point.changed(seen, remaining)
         await send({"type": "http.response.body", "body": b""})
 
     async def _entries(self) -> tuple[tuple[TimelineEntry, ...], bool]:
         """The segment's stored parts, and whether it is complete (closed, or gone from view)."""
         view = await self.view()
-        if view is None:
+        if view is None or self.point.deleted:
             return (), True
         if view.parts and view.parts[0].decode_time == self.time:
             return view.parts, False

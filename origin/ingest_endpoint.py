@@ -9,6 +9,7 @@ filling memory; the parser holds at most one box.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -29,6 +30,7 @@ from ingest.errors import (
 from ingest.fmp4 import Event, Fmp4Receiver, FragmentReceived, StreamEnded, TracksDeclared
 from ingest.parts import PartCutter
 from ingest.points import PointRegistry, PublishingPoint
+from media.model import TrackKind
 from media.timeline import Verdict
 from origin.errors import error_body, status_for
 from storage.keys import PointId, check_stream
@@ -126,6 +128,7 @@ class IngestEndpoint:
         stored = duplicates = 0
         receiver: Fmp4Receiver | None = None
         target: PublishingPoint | None = None
+        salvage: Callable[[], Awaitable[None]] | None = None
         try:
             pid = PointId.parse(point)
             check_stream(stream)
@@ -152,7 +155,7 @@ class IngestEndpoint:
                     if target is None:
                         target = await self.registry.for_ingest(pid)
                         target.connections += 1
-                    for ev in _parts(target, receiver, parts, raw):
+                    for ev in await _parts(target, receiver, parts, raw):
                         await apply_one(receiver, target, ev)
 
             async def apply_one(receiver: Fmp4Receiver, point: PublishingPoint, ev: Event) -> None:
@@ -178,6 +181,15 @@ class IngestEndpoint:
                 stored += verdict is Verdict.NEW
                 duplicates += verdict is Verdict.DUPLICATE
 
+            async def keep_held() -> None:
+                """Store the samples a low-latency point's part cutters hold: complete samples
+                the encoder sent, kept however the request ends."""
+                if target is not None and parts and receiver is not None:
+                    for ev in await _flush(target, parts):
+                        await apply_one(receiver, target, ev)
+                    parts.clear()
+
+            salvage = keep_held
             event(log, "ingest.started", channel=str(pid), stream=stream, peer=peer)
             total = 0
             more = True
@@ -197,9 +209,7 @@ class IngestEndpoint:
                 await apply(receiver, receiver.feed(chunk) if chunk else [])
                 if not more:
                     await apply(receiver, receiver.close())
-                    if target is not None:
-                        for ev in _flush(parts):  # the body ended: its last part is whole
-                            await apply_one(receiver, target, ev)
+                    await keep_held()  # the body ended: its last part is whole
             event(
                 log,
                 "ingest.finished",
@@ -213,6 +223,7 @@ class IngestEndpoint:
             )
             return 200, {"status": 200, "stored": stored, "duplicates": duplicates}
         except _Disconnected:
+            await _salvaged(salvage)
             event(
                 log,
                 "ingest.disconnected",
@@ -225,6 +236,7 @@ class IngestEndpoint:
             )
             return None
         except Exception as exc:
+            await _salvaged(salvage)
             return self._failure(exc, point, stream, peer=peer, stored=stored)
         finally:
             if target is not None:
@@ -282,12 +294,12 @@ class IngestEndpoint:
         return status, body
 
 
-def _parts(
+async def _parts(
     point: PublishingPoint, receiver: Fmp4Receiver, parts: dict[str, PartCutter], ev: Event
 ) -> list[Event]:
-    """``ev`` as a low-latency point stores it: fragments re-cut into parts of its part target
-    (:mod:`ingest.parts`), the held ones flushed when the stream ends. Other points store the
-    encoder's fragments as sent."""
+    """``ev`` as a low-latency point stores it: audio and video fragments re-cut into parts of
+    its part target (:mod:`ingest.parts`), the held ones flushed when the stream ends. Other
+    points, and text tracks, store the encoder's fragments as sent."""
     options = point.options
     if not options.low_latency:
         return [ev]
@@ -295,12 +307,33 @@ def _parts(
         cutter = parts.get(ev.fragment.track)
         if cutter is None:
             track = next(t for t in receiver.tracks if t.name == ev.fragment.track)
+            if track.kind is TrackKind.TEXT:
+                return [ev]
             cutter = parts[track.name] = PartCutter(track, options.part_duration)
-        return [FragmentReceived(f) for f in cutter.push(ev.fragment)]
+        stored = await _stored_end(point, ev.fragment.track)
+        return [FragmentReceived(f) for f in cutter.push(ev.fragment, stored)]
     if isinstance(ev, StreamEnded):
-        return [*_flush(parts), ev]
+        return [*await _flush(point, parts), ev]
     return [ev]
 
 
-def _flush(parts: dict[str, PartCutter]) -> list[Event]:
-    return [FragmentReceived(f) for cutter in parts.values() for f in cutter.flush()]
+async def _salvaged(salvage: Callable[[], Awaitable[None]] | None) -> None:
+    """After a request broke off: the complete samples it sent that a part cutter holds, stored
+    if the point can still take them (a failure is left to the error being reported)."""
+    if salvage is not None:
+        with contextlib.suppress(Exception):
+            await salvage()
+
+
+async def _flush(point: PublishingPoint, parts: dict[str, PartCutter]) -> list[Event]:
+    """The parts held back, stored as they are (the stream ended or broke off)."""
+    out: list[Event] = []
+    for name, cutter in parts.items():
+        out += [FragmentReceived(f) for f in cutter.flush(await _stored_end(point, name))]
+    return out
+
+
+async def _stored_end(point: PublishingPoint, track: str) -> int:
+    if track not in point.tracks:
+        return 0
+    return (await point.timeline(track)).end

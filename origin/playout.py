@@ -205,7 +205,7 @@ class PlayoutEndpoint:
         self._presentations: OrderedDict[
             tuple[int, Fraction | None, Control, int, bool], tuple[int, Presentation]
         ] = OrderedDict()
-        self._cutters: OrderedDict[tuple[int, str, Fraction | None], SegmentCutter] = OrderedDict()
+        self._cutters: OrderedDict[tuple[int, str, Fraction | None, bool], SegmentCutter] = OrderedDict()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -426,6 +426,10 @@ class PlayoutEndpoint:
         output = {"dash": Output.DASH, "smooth": Output.SMOOTH}.get(
             fmt, Output.HLS_FMP4 if fmp4 or kind in (Kind.INIT, Kind.M4S) else Output.HLS_TS
         )
+        if fmt == "smooth" and options.low_latency:
+            # Smooth chunks are the stored fragments, and a low-latency point's are parts, most
+            # of which begin without a keyframe: no Smooth client could switch or seek on them.
+            raise PlayoutError(404, "Smooth Streaming is not offered for low-latency points; use HLS or DASH")
         scheme = protect.carried(plan, output)
         protect.check_tracks(scheme, point.tracks.values())
         p = await self._presentation(point, options, minimum, control)
@@ -541,8 +545,9 @@ class PlayoutEndpoint:
         query: dict[str, list[str]],
     ) -> hls.LowLatency | None:
         """The LL-HLS side of a media playlist of a low-latency point: none under AES-128, which
-        encrypts whole segments (parts cannot be decrypted alone)."""
-        if not options.low_latency or scheme is Scheme.AES_128:
+        encrypts whole segments (parts cannot be decrypted alone), nor for a presentation that
+        ends before the live edge (``time_shift``, ``vend``)."""
+        if not options.low_latency or scheme is Scheme.AES_128 or p.shift or p.finish is not None:
             return None
         reports = tuple(
             (names.media_playlist(stem, v.track.name), *edge)
@@ -576,14 +581,16 @@ class PlayoutEndpoint:
         control = parse_control(query)
         deadline: float | None = None
         while True:
+            seen = point.version
             p = await self._presentation(point, options, options.hls_minimum_fragment_length, control)
             view = p.view(resource.track)
-            if not p.live or view is None:
-                return
+            if not p.live or p.shift or p.finish is not None or view is None or point.deleted:
+                return  # no blocking is offered there
             edge = view.edge()
-            if msn > (edge[0] if edge else 0) + 2:
+            last = view.window[-1].number if view.window else view.parts_number - 1
+            if msn > last + 2:
                 raise PlayoutError(
-                    400, f"_HLS_msn={msn} is more than two segments beyond the newest ({edge and edge[0]})"
+                    400, f"_HLS_msn={msn} is more than two segments beyond the last one ({last})"
                 )
             if edge is not None and _reached(view, edge, msn, part):
                 return
@@ -595,7 +602,7 @@ class PlayoutEndpoint:
                     503,
                     f"segment {msn} part {part} of {resource.track!r} did not come in three target durations",
                 )
-            await point.changed(deadline - now)
+            await point.changed(seen, deadline - now)
 
     async def _await_part(self, point: PublishingPoint, options: PointOptions, resource: Resource) -> None:
         """Hold a request for the part a playlist hints (EXT-X-PRELOAD-HINT, RFC 8216bis §4.4.5.3)
@@ -607,9 +614,12 @@ class PlayoutEndpoint:
         if timeline.end != resource.time or point.state.state is PointState.STOPPED:
             return
         deadline = time.monotonic() + float(PART_WAIT * options.part_duration)
-        while (await point.timeline(resource.track)).end <= resource.time:
+        while True:
+            seen = point.version
+            if (await point.timeline(resource.track)).end > resource.time or point.deleted:
+                return
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not await point.changed(remaining):
+            if remaining <= 0 or not await point.changed(seen, remaining):
                 return
 
     async def _edge(
@@ -656,7 +666,7 @@ class PlayoutEndpoint:
             chunk,
             producer_reference(first, track.timescale),
             _content_type(track),
-            f"public, max-age={longest}",
+            "public, max-age=1",
             3 * longest,
         )
 
@@ -780,20 +790,25 @@ class PlayoutEndpoint:
                 if track.kind is TrackKind.VIDEO and timeline.entries
                 else None
             )
-            cutter = self._cutter(point, track, track_minimum(minimum, track, options.low_latency))
+            ll = options.low_latency
+            cutter = self._cutter(point, track, track_minimum(minimum, track, ll), parts=ll)
             cutter.update(timeline)
             sources.append(Source(track, cutter, rate, self._nominal_bitrate(point, track, timeline)))
         return present(
             str(point.pid), sources, live=live, dvr_window=options.dvr_window_length, control=control
         )
 
-    def _cutter(self, point: PublishingPoint, track: Track, minimum: Fraction | None) -> SegmentCutter:
+    def _cutter(
+        self, point: PublishingPoint, track: Track, minimum: Fraction | None, *, parts: bool
+    ) -> SegmentCutter:
         """The track's segment cutter for this grouping, kept across requests so each fragment is
-        looked at once."""
-        key = (point.generation, track.name, minimum)
+        looked at once. ``parts``: the point is low-latency."""
+        key = (point.generation, track.name, minimum, parts)
         cutter = self._cutters.get(key)
         if cutter is None:
-            cutter = SegmentCutter(track.timescale, minimum or Fraction(0), every_fragment=minimum is None)
+            cutter = SegmentCutter(
+                track.timescale, minimum or Fraction(0), every_fragment=minimum is None, parts=parts
+            )
             self._cutters[key] = cutter
             if len(self._cutters) > CUTTERS_KEPT:
                 self._cutters.popitem(last=False)

@@ -56,8 +56,8 @@ def test_one_chunk_per_frame_is_joined_into_parts_of_the_target() -> None:
     cutter = PartCutter(VIDEO, PART)
     parts: list[Fragment] = []
     for n in range(60):
-        parts += cutter.push(frames(n * FRAME, 1, first=n))
-    parts += cutter.flush()
+        parts += cutter.push(frames(n * FRAME, 1, first=n), 0)
+    parts += cutter.flush(0)
     # 10 frames (0.333 s) fit in 0.34 s; each part is stored as its 10th frame arrives.
     assert [len(p.samples) for p in parts] == [10] * 6
     assert all(p.duration <= PART * 90000 for p in parts)
@@ -75,24 +75,46 @@ def test_one_chunk_per_frame_is_joined_into_parts_of_the_target() -> None:
 
 def test_a_part_is_out_when_its_last_frame_arrives() -> None:
     cutter = PartCutter(VIDEO, PART)
-    out = [len(cutter.push(frames(n * FRAME, 1, first=n))) for n in range(10)]
+    out = [len(cutter.push(frames(n * FRAME, 1, first=n), 0)) for n in range(10)]
     assert out == [0] * 9 + [1]
 
 
 def test_long_fragments_are_split_and_a_keyframe_starts_a_part() -> None:
     cutter = PartCutter(VIDEO, PART)
-    parts = cutter.push(frames(0, 25, key_every=12)) + cutter.flush()  # keyframes at 0, 12, 24
+    parts = cutter.push(frames(0, 25, key_every=12), 0) + cutter.flush(0)  # keyframes at 0, 12, 24
     assert [len(p.samples) for p in parts] == [10, 2, 10, 2, 1]
     assert [p.keyframe for p in parts] == [True, False, True, False, True]
 
 
 def test_a_gap_ends_the_held_part() -> None:
     cutter = PartCutter(VIDEO, PART)
-    assert cutter.push(frames(0, 4)) == []
-    (held,) = cutter.push(frames(100 * FRAME, 4, first=100))
+    assert cutter.push(frames(0, 4), 0) == []
+    (held,) = cutter.push(frames(100 * FRAME, 4, first=100), 0)
     assert (held.decode_time, len(held.samples)) == (0, 4)
-    (last,) = cutter.flush()
-    assert last.decode_time == 100 * FRAME and cutter.flush() == []
+    (last,) = cutter.flush(0)
+    assert last.decode_time == 100 * FRAME and cutter.flush(0) == []
+
+
+def test_samples_stored_already_are_left_out() -> None:
+    """An encoder re-sending what it sent before a reconnect, or a redundant one behind another:
+    the parts go on from the stored end, on the stored parts' boundaries."""
+    cutter = PartCutter(VIDEO, PART)
+    stored = 25 * FRAME  # 2.5 parts stored: frames 0-24
+    parts = cutter.push(frames(0, 40), stored) + cutter.flush(stored)
+    assert [(p.decode_time // FRAME, len(p.samples)) for p in parts] == [(25, 5), (30, 10)]
+    # Samples stored while held (another encoder got there first) are dropped at the flush.
+    cutter = PartCutter(VIDEO, PART)
+    assert cutter.push(frames(30 * FRAME, 4, first=30), 0) == []
+    (rest,) = cutter.flush(32 * FRAME)
+    assert (rest.decode_time, len(rest.samples)) == (32 * FRAME, 2)
+
+
+def test_rounded_chunk_times_do_not_split_parts() -> None:
+    cutter = PartCutter(VIDEO, PART)
+    parts: list[Fragment] = []
+    for n in range(20):
+        parts += cutter.push(frames(n * FRAME + (n % 2), 1, first=n), 0)  # a tick off every other
+    assert [len(p.samples) for p in parts] == [10, 10]
 
 
 def test_audio_parts_never_exceed_the_target() -> None:
@@ -100,7 +122,7 @@ def test_audio_parts_never_exceed_the_target() -> None:
     cutter = PartCutter(audio, PART)
     samples = tuple(Sample(1024, 10, SYNC_SAMPLE_FLAGS) for _ in range(100))
     fragment = Fragment("audio", 0, 1024 * 100, samples, write_fragment(1, 0, samples, bytes(1000)))
-    parts = cutter.push(fragment) + cutter.flush()
+    parts = cutter.push(fragment, 0) + cutter.flush(0)
     assert [len(p.samples) for p in parts[:-1]] == [15] * 6  # 15 frames of 21.3 ms: 0.32 s
     assert sum(len(p.samples) for p in parts) == 100
 
@@ -127,6 +149,22 @@ def test_rtmp_parts() -> None:
     assert all(b.decode_time == a.end_time for a, b in itertools.pairwise(video))
 
 
+def test_rtmp_parts_keep_to_the_target_when_frames_are_dropped() -> None:
+    tags = read_flv(DATA / "h264_aac.flv")
+    receiver = FlvReceiver("", Fraction(0), max_fragment_bytes=1 << 24, part=PART)
+    events = []
+    video_tags = 0
+    for tag in tags:
+        if tag.type_id == 9:
+            video_tags += 1
+            if video_tags % 7 == 0 and tag.body[0] >> 4 != 1:
+                continue  # every 7th frame lost (not keyframes)
+            events += receiver.video_message(tag.timestamp, tag.body)
+    events += receiver.close()
+    video = [e.fragment for e in events if isinstance(e, FragmentReceived)]
+    assert video and all(f.duration <= PART * 90000 for f in video[:-1])
+
+
 # -- presentation and renderers -------------------------------------------------------------------
 
 
@@ -149,10 +187,21 @@ def ll_presentation(video_parts: int, audio_parts: int, live: bool = True) -> Pr
         (VIDEO_HI, parts_timeline(video_parts)),
         (AUDIO, parts_timeline(audio_parts, per_segment=1, timescale=48000)),
     ):
-        cutter = SegmentCutter(t.timescale, track_minimum(Fraction(0), t, True) or Fraction(0))
+        cutter = SegmentCutter(t.timescale, track_minimum(Fraction(0), t, True) or Fraction(0), parts=True)
         cutter.update(timeline)
         sources.append(Source(t, cutter))
     return present("live/ll", sources, live=live, dvr_window=30, control=Control())
+
+
+def test_a_lone_keyframe_part_is_not_a_segment() -> None:
+    """At the start of a stream the only part is a keyframe part: it is the segment in progress,
+    not a published segment that the next part would take back."""
+    cutter = SegmentCutter(90000, Fraction(0), parts=True)
+    cutter.update(parts_timeline(1))
+    assert list(cutter.segments(live=True)) == []
+    cutter.update(parts_timeline(4))
+    assert [s.duration for s in cutter.segments(live=True)] == [90000]
+    assert [s.duration for s in cutter.segments(live=False)] == [90000, 30000]
 
 
 def test_segment_in_progress_is_its_parts() -> None:
