@@ -11,6 +11,10 @@ Debian Chromium, driven by Playwright (``play.mjs`` beside this file).
 moves over ``seconds`` of wall-clock time. Playback failures come back in ``result.errors``; a
 harness that cannot run at all (no browser, no node, a hung run) raises :class:`HarnessError`.
 ``scripts/test.sh`` installs Chromium, Node.js and the npm packages.
+
+``play(..., clock=True)`` also reads the wall-clock code that ``bench/latency.py`` burns into each
+frame (a strip of black and white cells, see ``page.js``) and returns, in ``clock_latencies``, the
+glass-to-glass latency of every frame displayed during the measurement.
 """
 
 from __future__ import annotations
@@ -103,6 +107,10 @@ class PlayResult:
     library_version: str | None = None
     elapsed: float = 0.0  # the whole run in play.mjs, browser launch included
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    # clock=True only: (seconds into the measurement, glass-to-glass latency in seconds) per frame
+    # displayed during the measurement, and the frames whose clock code did not read.
+    clock_latencies: list[tuple[float, float]] = field(default_factory=list, repr=False)
+    clock_unreadable: int = 0
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PlayResult:
@@ -135,6 +143,8 @@ class PlayResult:
             library_version=data["library_version"],
             elapsed=data["elapsed"],
             raw=data,
+            clock_latencies=[(float(t), float(lat)) for t, lat in data.get("clock_latencies", [])],
+            clock_unreadable=int(data.get("clock_unreadable", 0)),
         )
 
     def summary(self) -> str:
@@ -146,6 +156,13 @@ class PlayResult:
             f"frames={self.total_frames} dropped={self.dropped_frames} "
             f"stalls={self.stalls} seeks={self.seeks}"
         ]
+        if self.clock_latencies or self.clock_unreadable:
+            latencies = sorted(lat for _, lat in self.clock_latencies)
+            median = f"{latencies[len(latencies) // 2]:.3f}s" if latencies else "-"
+            lines.append(
+                f"clock: {len(latencies)} frames read, {self.clock_unreadable} unreadable, "
+                f"median latency {median}"
+            )
         for title, items in (
             ("errors", self.errors),
             ("warnings", self.warnings),
@@ -252,6 +269,7 @@ def play(
     config: Mapping[str, Any] | None = None,
     chromium: str = CHROMIUM,
     start: float | None = None,
+    clock: bool = False,
 ) -> PlayResult:
     """Play ``url`` with ``player`` (one of PLAYERS) in a fresh headless Chromium.
 
@@ -263,7 +281,8 @@ def play(
     choice, the live edge less its delay or 0): hls.js ``startPosition`` (seconds from the start of
     the first playlist it loads), dash.js ``initialize(..., startTime)`` and Shaka
     ``load(url, startTime)`` (for a live MPD, seconds since ``availabilityStartTime``).
-    The media server must answer CORS (the page is on another port).
+    ``clock``: decode the capture time burned into each frame (``bench/latency.py``'s clock strip)
+    and fill ``clock_latencies``. The media server must answer CORS (the page is on another port).
     """
     if player not in PLAYERS:
         raise ValueError(f"player must be one of {PLAYERS}, not {player!r}")
@@ -297,6 +316,8 @@ def play(
             args.append("--low-latency")
         if start is not None:
             args.append(f"--start={float(start)!r}")  # one argument: a negative value is no flag
+        if clock:
+            args.append("--clock")
         proc = subprocess.Popen(
             args,
             cwd=HERE,

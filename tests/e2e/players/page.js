@@ -10,6 +10,9 @@
 // choice: hls.js `startPosition` (seconds from the start of the first playlist it loads), dash.js
 // `initialize(..., startTime)` (seconds since MPD@availabilityStartTime), Shaka `load(url, startTime)`
 // (its presentation time; for DASH also since availabilityStartTime).
+//
+// "clock": true reads a wall-clock code burned into every frame (bench/latency.py makes it) and
+// records glass-to-glass latency per displayed frame: see CLOCK below and hw.clockSamples().
 'use strict';
 
 (() => {
@@ -254,6 +257,99 @@
   } catch (e) {
     error(`${cfg.player} setup failed: ${text(e)}`);
   }
+
+  // Clock strip (cfg.clock): the top-left CLOCK.bits * CLOCK.cell pixels wide, 2 * CLOCK.cell high,
+  // of each frame carry the wall-clock milliseconds (modulo 2^32) at which the frame was captured:
+  // CLOCK.bits cells of CLOCK.cell x CLOCK.cell pixels, most significant bit first, white = 1, and
+  // below each one a cell with the complement (a frame whose cells are not complementary is
+  // unreadable, not misread). On each displayed frame (requestVideoFrameCallback) the strip is drawn
+  // into a canvas and decoded; latency = display time (wall clock) - capture time. Browser and
+  // encoder run on one machine, so they share the clock.
+  const CLOCK = { x: 0, y: 0, cell: 8, bits: 32, maxSamples: 200000 };
+  const clock = { samples: [], frames: 0, method: null }; // samples: [wall ms, latency ms | null, media s]
+  hw.clock = clock;
+  if (cfg.clock) {
+    const w = CLOCK.cell * CLOCK.bits;
+    const h = CLOCK.cell * 2;
+    const canvas = document.createElement('canvas');
+    canvas.width = w;
+    canvas.height = h;
+    const ctx = canvas.getContext('2d', { willReadFrequently: true });
+    const WRAP = 4294967296;
+    // The mean luma of the middle half of a cell, 0..255.
+    const cellLuma = (data, cx, cy) => {
+      const q = CLOCK.cell / 4;
+      let sum = 0;
+      let n = 0;
+      for (let y = cy * CLOCK.cell + q; y < (cy + 1) * CLOCK.cell - q; y++) {
+        for (let x = cx * CLOCK.cell + q; x < (cx + 1) * CLOCK.cell - q; x++) {
+          const i = (y * w + x) * 4;
+          sum += 0.299 * data[i] + 0.587 * data[i + 1] + 0.114 * data[i + 2];
+          n += 1;
+        }
+      }
+      return sum / n;
+    };
+    let last = null; // the code of the previous sample (the polling fallback sees frames twice)
+    const record = (displayWall, latency, mediaTime) => {
+      if (clock.samples.length < CLOCK.maxSamples) clock.samples.push([Math.round(displayWall), latency, mediaTime]);
+    };
+    // The code in the displayed frame, or null when the strip does not read.
+    const read = () => {
+      let data;
+      try {
+        ctx.drawImage(video, CLOCK.x, CLOCK.y, w, h, 0, 0, w, h);
+        data = ctx.getImageData(0, 0, w, h).data;
+      } catch (e) {
+        return null;
+      }
+      let code = 0;
+      for (let b = 0; b < CLOCK.bits; b++) {
+        const bit = cellLuma(data, b, 0) >= 128;
+        if (bit === cellLuma(data, b, 1) >= 128) return null;
+        code = code * 2 + (bit ? 1 : 0);
+      }
+      return code;
+    };
+    const sample = (displayWall, mediaTime) => {
+      if (video.readyState < 2 || !video.videoWidth) return;
+      const code = read();
+      if (clock.method === 'poll' && code !== null && code === last) return;
+      last = code;
+      clock.frames += 1;
+      if (code === null) {
+        record(displayWall, null, mediaTime);
+        return;
+      }
+      let latency = (((Math.round(displayWall) - code) % WRAP) + WRAP) % WRAP;
+      if (latency >= WRAP / 2) latency -= WRAP; // a capture time after display: shown, not hidden
+      record(displayWall, latency, mediaTime);
+    };
+    if ('requestVideoFrameCallback' in HTMLVideoElement.prototype) {
+      clock.method = 'rvfc';
+      const onFrame = (highRes, meta) => {
+        // When the compositor shows the frame, as wall-clock milliseconds.
+        const display = Date.now() + (meta.expectedDisplayTime - performance.now());
+        sample(display, meta.mediaTime);
+        video.requestVideoFrameCallback(onFrame);
+      };
+      video.requestVideoFrameCallback(onFrame);
+    } else {
+      clock.method = 'poll';
+      setInterval(() => sample(Date.now(), video.currentTime), 10);
+    }
+  }
+  // The frames displayed at or after `sinceWall` (ms since 1970): the readable ones as [wall ms,
+  // latency ms, media time s], and how many did not read.
+  hw.clockSamples = (sinceWall) => {
+    const recent = clock.samples.filter((s) => s[0] >= sinceWall);
+    return {
+      samples: recent.filter((s) => s[1] !== null),
+      unreadable: recent.filter((s) => s[1] === null).length,
+      frames: clock.frames,
+      method: clock.method,
+    };
+  };
 
   // A plain-data picture of the moment, read by play.mjs.
   hw.snapshot = () => {

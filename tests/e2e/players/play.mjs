@@ -4,13 +4,16 @@
 //
 //   node play.mjs --player hls.js|dash.js|shaka --url URL [--seconds 10] [--live|--vod]
 //                 [--low-latency] [--start-timeout 15] [--config JSON] [--user-data-dir DIR]
-//                 [--chromium /usr/bin/chromium] [--start SECONDS]
+//                 [--chromium /usr/bin/chromium] [--start SECONDS] [--clock]
 //
 // A tiny HTTP server on 127.0.0.1 (random port) serves the test page and the player library; the
 // media comes from URL (another origin, so it must send CORS headers). The run waits for playback
 // to start (at most --start-timeout seconds), then measures currentTime progress over --seconds.
 // Exit status: 0 when a result was printed (playback failures are in its "errors"), 1 when the
 // harness itself failed (browser did not launch...: "harness_error" says why), 2 for bad arguments.
+// --clock reads the wall-clock code that bench/latency.py burns into each frame (see page.js): the
+// result's "clock_latencies" holds [seconds into the measurement, glass-to-glass latency in seconds]
+// for every displayed frame of the measurement, "clock_unreadable" the frames whose code did not read.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -65,6 +68,7 @@ try {
       config: { type: 'string', default: '{}' },
       'user-data-dir': { type: 'string' },
       chromium: { type: 'string', default: '/usr/bin/chromium' },
+      clock: { type: 'boolean', default: false },
     },
     strict: true,
   }).values;
@@ -126,6 +130,9 @@ const result = {
   library_version: null,
   harness_error: null,
   elapsed: 0,
+  clock_latencies: [],
+  clock_unreadable: 0,
+  clock_method: null,
 };
 
 // ---- the static server for the page and the library ------------------------------------------
@@ -321,7 +328,7 @@ async function main() {
     }
   });
 
-  const cfg = { player: opts.player, url: opts.url, live: expectLive, lowLatency: opts['low-latency'], start, config: playerConfig };
+  const cfg = { player: opts.player, url: opts.url, live: expectLive, lowLatency: opts['low-latency'], start, config: playerConfig, clock: opts.clock };
   const { port } = server.address();
   try {
     await pg.goto(`http://127.0.0.1:${port}/?cfg=${encodeURIComponent(JSON.stringify(cfg))}`, {
@@ -369,6 +376,12 @@ async function main() {
   result.end_time = snap.currentTime;
   result.advanced = Math.round((snap.currentTime - result.start_time) * 1000) / 1000;
   fold(snap);
+  if (opts.clock) {
+    const clock = await pg.evaluate((since) => window.__hw.clockSamples(since), begin);
+    result.clock_latencies = clock.samples.map(([wall, latency]) => [(wall - begin) / 1000, latency / 1000]);
+    result.clock_unreadable = clock.unreadable;
+    result.clock_method = clock.method;
+  }
   if (expectLive !== null && snap.live !== null && snap.live !== expectLive) {
     result.errors.push(`expected a ${expectLive ? 'live' : 'VOD'} stream, the player sees ${snap.live ? 'live' : 'VOD'}`);
   }
