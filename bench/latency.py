@@ -82,7 +82,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.procs import free_port, stop_tree  # noqa: E402
+from bench.procs import free_port, nginx_rtmp_conf, rtmp_module, stop_tree  # noqa: E402
 from ingest.fmp4 import Fmp4Receiver, FragmentReceived, TracksDeclared  # noqa: E402
 from media.bmff import BoxReader  # noqa: E402
 from tests.e2e.players import HarnessError, PlayResult, play, unavailable_reason  # noqa: E402
@@ -108,10 +108,6 @@ X264 = [
 CELL = 8  # pixels per side of one cell
 BITS = 32  # cells per row: the capture time in ms modulo 2^BITS
 RUNS = ("ingest", "hls-rtmp", "hls-cmaf", "dash-rtmp", "dash-cmaf", "nginx")
-RTMP_MODULE_PATHS = (
-    Path("/usr/lib/nginx/modules/ngx_rtmp_module.so"),
-    Path("/usr/share/nginx/modules/ngx_rtmp_module.so"),
-)
 READY_TIMEOUT = 30.0  # seconds for a server to listen, or a pushed stream to show in its playlist
 WARM_UP = 4.0  # seconds of media to let the origin gather before the player starts
 START_TIMEOUT = 30.0  # play(): seconds for playback to start
@@ -236,15 +232,6 @@ def create_point(server: Headwater, name: str, low_latency: bool = True) -> str:
     return f"normal (LL options refused: {refusal})"
 
 
-def rtmp_module() -> Path:
-    for path in RTMP_MODULE_PATHS:
-        if path.exists():
-            return path
-    raise SystemExit(
-        "nginx's RTMP module is missing: apt-get install -y --no-install-recommends nginx libnginx-mod-rtmp"
-    )
-
-
 @dataclass
 class Nginx:
     service: Service
@@ -257,28 +244,7 @@ def start_nginx(stack: contextlib.ExitStack, work: Path) -> Nginx:
     hls = prefix / "hls"
     hls.mkdir(parents=True)
     http, rtmp = free_port(), free_port()
-    settings = "".join(f"            {k} {v};\n" for k, v in NGINX_HLS.items())
-    conf = prefix / "nginx.conf"
-    conf.write_text(
-        f"""load_module {rtmp_module()};
-daemon off;
-master_process on;
-worker_processes 1;
-user root;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 256; }}
-rtmp {{
-    server {{
-        listen 127.0.0.1:{rtmp};
-        application {APP} {{
-            live on;
-            hls on;
-            hls_path {hls};
-{settings}        }}
-    }}
-}}
-http {{
+    served = f"""http {{
     access_log off;
     server {{
         listen 127.0.0.1:{http};
@@ -291,7 +257,8 @@ http {{
     }}
 }}
 """
-    )
+    conf = prefix / "nginx.conf"
+    conf.write_text(nginx_rtmp_conf(prefix, rtmp, APP, NGINX_HLS, connections=256, http=served))
     argv = ["nginx", "-c", str(conf), "-p", str(prefix), "-e", str(prefix / "error.log")]
     service = spawn(stack, "nginx", argv, prefix / "error.log", signal.SIGQUIT)
     deadline = time.monotonic() + READY_TIMEOUT

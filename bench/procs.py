@@ -77,3 +77,47 @@ def stop_tree(
     for pid in pids[1:]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+RTMP_MODULE_PATHS = (
+    Path("/usr/lib/nginx/modules/ngx_rtmp_module.so"),
+    Path("/usr/share/nginx/modules/ngx_rtmp_module.so"),
+)
+
+
+def rtmp_module() -> Path:
+    """nginx's RTMP module (Debian's libnginx-mod-rtmp), for the nginx-rtmp references."""
+    for path in RTMP_MODULE_PATHS:
+        if path.exists():
+            return path
+    raise SystemExit(
+        "nginx's RTMP module is missing: apt-get install -y --no-install-recommends nginx libnginx-mod-rtmp"
+    )
+
+
+def nginx_rtmp_conf(
+    prefix: Path, rtmp_port: int, app: str, hls: dict[str, str], *, connections: int, http: str = ""
+) -> str:
+    """An nginx.conf for nginx-rtmp as a reference: one worker, ``live on; hls on;`` for ``app``
+    writing into ``prefix/hls`` with the ``hls`` directives; ``http`` is an optional ``http { }``
+    block (to serve that folder)."""
+    settings = "".join(f"            {k} {v};\n" for k, v in hls.items())
+    return f"""load_module {rtmp_module()};
+daemon off;
+master_process on;
+worker_processes 1;
+user root;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections {connections}; }}
+rtmp {{
+    server {{
+        listen 127.0.0.1:{rtmp_port};
+        application {app} {{
+            live on;
+            hls on;
+            hls_path {prefix / "hls"};
+{settings}        }}
+    }}
+}}
+{http}"""

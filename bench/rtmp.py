@@ -51,7 +51,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.procs import cpu_seconds, free_port, process_tree, stop_tree  # noqa: E402
+from bench.procs import (  # noqa: E402
+    cpu_seconds,
+    free_port,
+    nginx_rtmp_conf,
+    process_tree,
+    rtmp_module,
+    stop_tree,
+)
 from ingest.rtmp.chunks import ChunkReader  # noqa: E402
 from media.cmaf import read_fragment  # noqa: E402
 from tests.rtmp_client import Publisher, Tag, read_flv, statuses  # noqa: E402
@@ -59,10 +66,6 @@ from tests.rtmp_client import Publisher, Tag, read_flv, statuses  # noqa: E402
 APP = "live"
 GOP_SECONDS = 2
 FPS = 25
-RTMP_MODULE_PATHS = (
-    Path("/usr/lib/nginx/modules/ngx_rtmp_module.so"),
-    Path("/usr/share/nginx/modules/ngx_rtmp_module.so"),
-)
 SERVERS = ("headwater", "headwater-nofsync", "bare-asyncio", "nginx")
 # ``headwater`` under cProfile, timed by the CPU time of the thread (``python -m cProfile`` times by
 # the wall clock: waits and other processes on the two cores would count).
@@ -229,44 +232,14 @@ def start_headwater(name: str, work: Path, profile: Path | None, streams: int) -
     return Server(name, proc, rtmp_port, signal.SIGTERM, work)
 
 
-def rtmp_module() -> Path:
-    for path in RTMP_MODULE_PATHS:
-        if path.exists():
-            return path
-    raise SystemExit(
-        "nginx's RTMP module is missing: apt-get install -y --no-install-recommends nginx libnginx-mod-rtmp"
-    )
-
-
 def start_nginx(work: Path) -> Server:
     prefix = work / "nginx"
     hls = prefix / "hls"
     hls.mkdir(parents=True)
     port = free_port()
     conf = prefix / "nginx.conf"
-    conf.write_text(
-        f"""load_module {rtmp_module()};
-daemon off;
-master_process on;
-worker_processes 1;
-user root;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 1024; }}
-rtmp {{
-    server {{
-        listen 127.0.0.1:{port};
-        application {APP} {{
-            live on;
-            hls on;
-            hls_path {hls};
-            hls_fragment {GOP_SECONDS}s;
-            hls_cleanup off;
-        }}
-    }}
-}}
-"""
-    )
+    hls_settings = {"hls_fragment": f"{GOP_SECONDS}s", "hls_cleanup": "off"}
+    conf.write_text(nginx_rtmp_conf(prefix, port, APP, hls_settings, connections=1024))
     argv = ["nginx", "-c", str(conf), "-p", str(prefix), "-e", str(prefix / "error.log")]
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     # nginx-rtmp closes a connection that sends nothing without a word: probing the port is fine.
