@@ -460,7 +460,9 @@ class PlayoutEndpoint:
         if kind is Kind.SMOOTH_FRAGMENT:
             return await self._smooth_fragment(point, p, resource, plan, scheme)
         view = p.view(resource.track)
-        if view is None or not (view.window or (view.parts and kind in (Kind.HLS_MEDIA, Kind.PART))):
+        # A track's playlist appears with its first whole segment, so that its TARGETDURATION,
+        # which may never change (RFC 8216bis §4.4.3.1), is known; its parts are served before.
+        if view is None or not (view.window or (view.parts and kind is Kind.PART)):
             raise PlayoutError(404, f"track {resource.track!r} has nothing to play here")
         content_type = _content_type(view.track)
         if (kind is Kind.VTT) != (view.track.codec == "wvtt") and kind in (Kind.VTT, Kind.TS):
