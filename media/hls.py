@@ -200,7 +200,7 @@ def media(
             f"PART-HOLD-BACK={_decimal(ll.part_hold_back())}"
         )
         lines.append(f"#EXT-X-PART-INF:PART-TARGET={_decimal(ll.part_target)}")
-        edge = view.parts[-1].end if view.parts else window[-1].end if window else 0
+        edge = view.next_part or 0  # where the playlist ends
         if ll.skip and window:
             kept = [s for s in window if edge - s.end < skip_until * scale]
             if len(kept) < len(window):

@@ -20,6 +20,7 @@ from media.timeline import TimelineEntry
 from origin.export import Send
 
 log = logging.getLogger("headwater.playout")
+CACHE_CONTROL = b"public, max-age=1"  # see above: the whole segment is cached from the next request
 
 
 @dataclass
@@ -36,13 +37,12 @@ class EdgeStream:
     chunk: Callable[[TimelineEntry, bytes], bytes]
     head: bytes
     content_type: str
-    cache_control: str
     patience: float
 
     async def send(self, send: Send, headers: list[tuple[bytes, bytes]], *, head: bool) -> None:
         start = [
             (b"content-type", self.content_type.encode()),
-            (b"cache-control", self.cache_control.encode()),
+            (b"cache-control", CACHE_CONTROL),
             *headers,
         ]
         await send({"type": "http.response.start", "status": 200, "headers": start})

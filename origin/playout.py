@@ -51,7 +51,7 @@ from media.presentation import (
     track_minimum,
     with_edge,
 )
-from media.protection import Scheme
+from media.protection import ContentKey, Scheme
 from media.timeline import Timeline, TimelineEntry
 from media.timerange import SEGMENT_PARAMETERS, Control, iso_utc, parse_control
 from origin import protect
@@ -367,7 +367,7 @@ class PlayoutEndpoint:
                 fmp4,
                 control,
                 token,
-                _flag(query, "_HLS_skip") or query.get("_HLS_skip") == ["v2"],
+                _skip(query),
                 _origin(scope),
             )
         )
@@ -523,11 +523,8 @@ class PlayoutEndpoint:
                 ts = protect.aes128_segment(ts, key, segment.number)
             return Answer.ok(ts, "video/mp2t", IMMUTABLE, modified)
         if key is not None and plan is not None and scheme in (Scheme.CENC, Scheme.CBCS):
-            default = plan.default_key(view.track).kid
             fragments = [
-                protect_fragment(
-                    data, view.track, scheme, key, default_kid=default, iv_seed=_iv_seed(point, entry)
-                )
+                _cenc(point, plan, scheme, view.track, key, entry, data)
                 for data, entry in zip(fragments, segment.fragments, strict=True)
             ]
         media = b"".join(fragments)
@@ -556,8 +553,7 @@ class PlayoutEndpoint:
             for v in p.views
             if v is not view and v.track.kind in (TrackKind.VIDEO, TrackKind.AUDIO) and (edge := v.edge())
         )
-        skip = _flag(query, "_HLS_skip") or query.get("_HLS_skip") == ["v2"]
-        return hls.LowLatency(options.part_duration, skip, reports)
+        return hls.LowLatency(options.part_duration, _skip(query), reports)
 
     async def _block(
         self, point: PublishingPoint, options: PointOptions, resource: Resource, query: dict[str, list[str]]
@@ -588,13 +584,12 @@ class PlayoutEndpoint:
             view = p.view(resource.track)
             if not p.live or p.shift or p.finish is not None or view is None or point.deleted:
                 return  # no blocking is offered there
-            edge = view.edge()
             last = view.window[-1].number if view.window else view.parts_number - 1
             if msn > last + 2:
                 raise PlayoutError(
                     400, f"_HLS_msn={msn} is more than two segments beyond the last one ({last})"
                 )
-            if edge is not None and _reached(view, edge, msn, part):
+            if _reached(view, msn, part):
                 return
             now = time.monotonic()
             if deadline is None:
@@ -650,14 +645,11 @@ class PlayoutEndpoint:
         key = None
         if plan is not None and scheme in (Scheme.CENC, Scheme.CBCS) and protect.protects(track):
             key = plan.key_for(track, first.utc_ms(first.decode_time, track.timescale))
-        default = plan.default_key(track).kid if plan is not None and key is not None else b""
 
         def chunk(entry: TimelineEntry, data: bytes) -> bytes:
-            if key is None:
+            if plan is None or key is None:
                 return data
-            return protect_fragment(
-                data, track, scheme, key, default_kid=default, iv_seed=_iv_seed(point, entry)
-            )
+            return _cenc(point, plan, scheme, track, key, entry, data)
 
         longest = max(current.target_duration, 1)
         return EdgeStream(
@@ -668,7 +660,6 @@ class PlayoutEndpoint:
             chunk,
             producer_reference(first, track.timescale),
             _content_type(track),
-            "public, max-age=1",
             3 * longest,
         )
 
@@ -688,10 +679,9 @@ class PlayoutEndpoint:
         if not options.low_latency or scheme is Scheme.AES_128:
             raise PlayoutError(404, f"publishing point {str(point.pid)!r} offers no parts")
         time_ = resource.time
-        containing = view.parts[:1] if view.parts and view.parts[0].decode_time <= time_ else ()
-        segment_start: TimelineEntry | None = containing[0] if containing else None
-        entries = view.parts
-        if segment_start is None:
+        if view.parts and view.parts[0].decode_time <= time_:
+            segment_start, entries = view.parts[0], view.parts  # of the segment in progress
+        else:
             index = bisect.bisect_right(view.window, time_, key=_segment_time) - 1
             segment = view.window[index] if index >= 0 and time_ < view.window[index].end else None
             if segment is None:
@@ -705,10 +695,7 @@ class PlayoutEndpoint:
             key = plan.key_for(
                 view.track, segment_start.utc_ms(segment_start.decode_time, view.track.timescale)
             )
-            default = plan.default_key(view.track).kid
-            data = protect_fragment(
-                data, view.track, scheme, key, default_kid=default, iv_seed=_iv_seed(point, entry)
-            )
+            data = _cenc(point, plan, scheme, view.track, key, entry, data)
         return Answer.ok(data, content_type, IMMUTABLE, entry.wallclock_ms)
 
     @staticmethod
@@ -754,9 +741,7 @@ class PlayoutEndpoint:
         data = await point.fragment(view.track.name, segment.time)
         if plan is not None and scheme is not Scheme.NONE and protect.protects(view.track):
             key = plan.key_for(view.track, view.utc_ms(segment))
-            default = plan.default_key(view.track).kid
-            seed = _iv_seed(point, segment.fragments[0])
-            data = protect_fragment(data, view.track, scheme, key, default_kid=default, iv_seed=seed)
+            data = _cenc(point, plan, scheme, view.track, key, segment.fragments[0], data)
         after = view.after(segment, smooth.LOOKAHEAD) if p.live else []
         body = smooth.fragment(data, segment.time, segment.duration, [(s.time, s.duration) for s in after])
         kind = "video" if view.track.kind is TrackKind.VIDEO else "audio"
@@ -899,10 +884,13 @@ def producer_reference(entry: TimelineEntry, timescale: int) -> bytes:
     return prft_box(entry.utc_ms(entry.decode_time, timescale), entry.decode_time)
 
 
-def _reached(view: TrackView, edge: tuple[int, int], msn: int, part: int | None) -> bool:
-    """Whether a playlist whose newest part is ``edge`` answers a blocking request for segment
-    ``msn`` (part ``part``). A part index beyond a complete segment's last one asks for the next
-    segment's first part (RFC 8216bis §6.2.5.2)."""
+def _reached(view: TrackView, msn: int, part: int | None) -> bool:
+    """Whether the playlist of ``view`` answers a blocking request for segment ``msn`` (part
+    ``part``). A part index beyond a complete segment's last one asks for the next segment's first
+    part (RFC 8216bis §6.2.5.2)."""
+    edge = view.edge()
+    if edge is None:
+        return False
     complete = view.window[-1].number if view.window else -1
     if part is None:
         return complete >= msn
@@ -956,6 +944,27 @@ def _range(header: str, body: bytes) -> tuple[int, bytes, list[tuple[bytes, byte
 def _flag(query: dict[str, list[str]], name: str) -> bool:
     values = query.get(name)
     return values is not None and (values[-1].lower() not in ("0", "false", "no"))
+
+
+def _skip(query: dict[str, list[str]]) -> bool:
+    """An LL-HLS delta update is asked for: ``_HLS_skip=YES`` (or ``v2``, RFC 8216bis §6.2.5.1)."""
+    return _flag(query, "_HLS_skip") or query.get("_HLS_skip") == ["v2"]
+
+
+def _cenc(
+    point: PublishingPoint,
+    plan: KeyPlan,
+    scheme: Scheme,
+    track: Track,
+    key: ContentKey,
+    entry: TimelineEntry,
+    data: bytes,
+) -> bytes:
+    """The stored fragment ``entry`` (``data``) under cenc or cbcs with ``key`` (its segment's),
+    naming the init segment's default key: the same bytes in a segment, a part, a DASH edge
+    chunk or a Smooth fragment, from any origin process."""
+    default = plan.default_key(track).kid
+    return protect_fragment(data, track, scheme, key, default_kid=default, iv_seed=_iv_seed(point, entry))
 
 
 def _iv_seed(point: PublishingPoint, entry: TimelineEntry) -> bytes:

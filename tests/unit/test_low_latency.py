@@ -259,7 +259,7 @@ def test_ll_hls_media_playlist() -> None:
 def test_blocking_request_is_answered_once_reached(msn: int, part: int | None, expected: bool) -> None:
     view = ll_presentation(3 * 12 + 2, 4).view(VIDEO_HI.name)
     assert view is not None and view.edge() == (12, 1)
-    assert _reached(view, (12, 1), msn, part) is expected
+    assert _reached(view, msn, part) is expected
 
 
 def test_ll_dash_announces_the_segment_in_progress() -> None:
